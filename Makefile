@@ -1,0 +1,40 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a step they share.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint test-fast bench serve worker clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m app.cli demo
+
+lint: install
+	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench
+	$(PY) -m mypy
+
+test: install lint
+	$(VENV)/bin/pytest -q -ra tests
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not browser" tests
+
+bench: install
+	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
+
+serve: install
+	$(PY) -m app.cli serve
+
+worker: install
+	$(PY) -m app.cli worker
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache artifacts

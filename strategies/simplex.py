@@ -1,0 +1,83 @@
+"""Geometry of the capped simplex {w : lo <= w <= hi, sum(w) = 1}, shared by all strategies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from strategies.base import StrategyError
+
+
+def project(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, iters: int = 60) -> np.ndarray:
+    """Euclidean projection of ``x`` (shape (k,) or (n, k)) onto the capped simplex.
+
+    The projection is ``clip(x - tau, lo, hi)`` for the scalar tau making the sum 1; tau is found by
+    bisection, vectorised over rows.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    if hi.sum() < 1 - 1e-9 or lo.sum() > 1 + 1e-9:
+        raise StrategyError("the bounds admit no mixture")
+    a = (x - hi).min(axis=1) - 1.0
+    b = (x - lo).max(axis=1) + 1.0
+    for _ in range(iters):
+        tau = (a + b) / 2
+        s = np.clip(x - tau[:, None], lo, hi).sum(axis=1)
+        a = np.where(s > 1, tau, a)
+        b = np.where(s > 1, b, tau)
+    w = np.clip(x - ((a + b) / 2)[:, None], lo, hi)
+    w = w / w.sum(axis=1, keepdims=True)
+    return w
+
+
+def is_feasible(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Row-wise test that each mixture lies in the capped simplex."""
+    w = np.atleast_2d(w)
+    return (
+        (np.abs(w.sum(axis=1) - 1) <= tol)
+        & np.all(w >= lo - tol, axis=1)
+        & np.all(w <= hi + tol, axis=1)
+    )
+
+
+def dirichlet(
+    rng: np.random.Generator,
+    center: np.ndarray,
+    concentrations: np.ndarray | list[float],
+    n: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    reject: bool = True,
+    max_rounds: int = 50,
+) -> np.ndarray:
+    """``n`` feasible Dirichlet draws around ``center``, spread over ``concentrations`` (sparse to dense).
+
+    With ``reject`` (the RegMix recipe) draws that break a bound are thrown away and redrawn; whatever
+    is still missing after ``max_rounds`` is filled by projecting draws onto the bounds.
+    """
+    center = np.clip(np.asarray(center, dtype=float), 1e-6, None)
+    center = center / center.sum()
+    conc = np.asarray(concentrations, dtype=float)
+    out: list[np.ndarray] = []
+    for _ in range(max_rounds if reject else 1):
+        need = n - sum(len(o) for o in out)
+        if need <= 0:
+            break
+        c = conc[rng.integers(len(conc), size=need * 2)]
+        draws = np.stack([rng.dirichlet(center * ci) for ci in c])
+        draws = np.nan_to_num(draws, nan=0.0)
+        draws = draws[np.isclose(draws.sum(axis=1), 1.0)]
+        if reject:
+            out.append(draws[is_feasible(draws, lo, hi)][:need])
+        else:
+            out.append(project(draws[:need], lo, hi))
+    w = np.concatenate(out) if out else np.empty((0, len(center)))
+    if len(w) < n:
+        c = conc[rng.integers(len(conc), size=n - len(w))]
+        extra = np.stack([rng.dirichlet(center * ci) for ci in c])
+        w = np.concatenate([w, project(extra, lo, hi)])
+    return w[:n]
+
+
+def dedupe(w: np.ndarray, decimals: int = 4) -> np.ndarray:
+    """Drop rows equal after rounding, keeping first occurrences in order."""
+    _, idx = np.unique(np.round(w, decimals), axis=0, return_index=True)
+    return w[np.sort(idx)]
