@@ -1,0 +1,64 @@
+"""Dependencies shared by the routes: a DB session per request and the caller's project."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings, get_settings
+from app.core.db import new_session
+from app.errors import Unauthorized
+from app.models import Project
+from app.services.projects import project_for_key
+
+COOKIE = "mixlab_key"
+
+
+def get_db() -> Iterator[Session]:
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def api_key(request: Request) -> str:
+    """The key from ``Authorization: Bearer …`` (or the dashboard's cookie)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if cookie := request.cookies.get(COOKIE):
+        return cookie
+    raise Unauthorized("send your project key as `Authorization: Bearer <key>`")
+
+
+def current_project(session: SessionDep, key: Annotated[str, Depends(api_key)]) -> Project:
+    return project_for_key(session=session, key=key)
+
+
+ProjectDep = Annotated[Project, Depends(current_project)]
+
+
+class PageParams:
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 50,
+        after: Annotated[int | None, Query(description="`next_after` of the previous page")] = None,
+    ) -> None:
+        self.limit = limit
+        self.after = after
+
+
+PageDep = Annotated[PageParams, Depends()]

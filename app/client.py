@@ -1,0 +1,265 @@
+"""Python SDK for a mixlab server: experiments, ask/tell, recommendations, online sessions.
+
+from app.client import Client
+mx = Client("http://127.0.0.1:8000", api_key="mlx_...")
+exp = mx.create_experiment(name="demo", domains=[{"name": "web", "tokens": 10**9}, ...], executor="external")
+exp.start()
+trial = exp.ask()                      # weights to train on, under a lease
+exp.tell(trial.run_id, losses={...})   # per-domain validation losses
+print(exp.recommendation(wait=True))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+RETRY_STATUSES = {502, 503, 504}
+
+
+class ApiError(Exception):
+    """The server said no: ``status`` (HTTP), ``code`` (machine-readable) and a message to act on."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A leased run: train ``weights`` at ``fidelity``, then ``tell`` its losses before the lease ends."""
+
+    run_id: int
+    weights: dict[str, float]
+    fidelity: str
+    seed: int
+    lease_expires_at: str
+
+
+class Client:
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout: float = 60.0, retries: int = 4, backoff_s: float = 0.5
+    ) -> None:
+        self.retries, self.backoff_s = retries, backoff_s
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/api/v1",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call with retries and exponential backoff on connection errors and 502/503/504."""
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                if attempt == self.retries:
+                    raise
+                log.warning("%s %s failed (%s); retrying", method, path, e)
+            else:
+                if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    return _decode(resp)
+            time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def create_experiment(self, **spec: Any) -> Experiment:
+        return Experiment(self, self.request("POST", "/experiments", json=spec))
+
+    def experiment(self, experiment_id: int) -> Experiment:
+        return Experiment(self, self.request("GET", f"/experiments/{experiment_id}"))
+
+    def experiments(self, page_size: int = 50) -> Iterator[Experiment]:
+        for item in self.paginate("/experiments", page_size=page_size):
+            yield Experiment(self, item)
+
+    def paginate(self, path: str, page_size: int = 100, **params: Any) -> Iterator[dict[str, Any]]:
+        after = None
+        while True:
+            cursor = {"after": after} if after is not None else {}
+            page = self.request("GET", path, params={**params, "limit": page_size, **cursor})
+            yield from page["items"]
+            after = page["next_after"]
+            if after is None:
+                return
+
+
+class Experiment:
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client, self.data, self.id = client, data, data["id"]
+        self._path = f"/experiments/{self.id}"
+
+    def refresh(self) -> dict[str, Any]:
+        self.data = self.client.request("GET", self._path)
+        return self.data
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    def upload(self, domain: str, path: str | Path) -> dict[str, Any]:
+        """Upload one domain's corpus (.txt, .jsonl, or .gz of either), streamed from disk."""
+        path = Path(path)
+        with path.open("rb") as fh:
+            return self.client.request(  # type: ignore[no-any-return]
+                "PUT", f"{self._path}/domains/{domain}/corpus", params={"filename": path.name}, content=fh
+            )
+
+    def upload_unlabeled(self, path: str | Path) -> dict[str, Any]:
+        """Upload the one corpus a clustering experiment splits into domains."""
+        path = Path(path)
+        with path.open("rb") as fh:
+            self.data = self.client.request(
+                "PUT", f"{self._path}/corpus", params={"filename": path.name}, content=fh
+            )
+        return self.data
+
+    def start(self) -> dict[str, Any]:
+        self.data = self.client.request("POST", f"{self._path}/start")
+        return self.data
+
+    def cancel(self) -> dict[str, Any]:
+        self.data = self.client.request("POST", f"{self._path}/cancel")
+        return self.data
+
+    def runs(self, status: str | None = None, page_size: int = 200) -> Iterator[dict[str, Any]]:
+        params = {"status": status} if status else {}
+        return self.client.paginate(f"{self._path}/runs", page_size=page_size, **params)
+
+    def ask(self) -> Trial:
+        data = self.client.request("POST", f"{self._path}/ask")
+        run = data["run"]
+        return Trial(run["id"], run["weights"], run["fidelity"], run["seed"], data["lease_expires_at"])
+
+    def tell(self, run_id: int, losses: Mapping[str, float], cost: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"losses": dict(losses)}
+        if cost is not None:
+            body["cost"] = cost
+        return self.client.request("POST", f"{self._path}/runs/{run_id}/result", json=body)  # type: ignore[no-any-return]
+
+    def heartbeat(self, run_id: int, **progress: Any) -> dict[str, Any]:
+        return self.client.request(  # type: ignore[no-any-return]
+            "POST", f"{self._path}/runs/{run_id}/heartbeat", json={"progress": progress}
+        )
+
+    def fail(self, run_id: int, error: str) -> dict[str, Any]:
+        return self.client.request("POST", f"{self._path}/runs/{run_id}/fail", json={"error": error})  # type: ignore[no-any-return]
+
+    def retry(self, run_id: int) -> dict[str, Any]:
+        return self.client.request("POST", f"{self._path}/runs/{run_id}/retry")  # type: ignore[no-any-return]
+
+    def import_runs(self, runs: Sequence[Mapping[str, Any]]) -> list[int]:
+        return self.client.request("POST", f"{self._path}/runs/import", json={"runs": list(runs)})["run_ids"]  # type: ignore[no-any-return]
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        poll_s: float = 2.0,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the experiment is done, failed or cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            data = self.refresh()
+            if on_update:
+                on_update(data)
+            if data["status"] in ("done", "failed", "cancelled"):
+                return data
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"experiment {self.id} is still {data['status']} after {timeout} s")
+            time.sleep(poll_s)
+
+    def recommendation(self, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """The latest recommendation; with ``wait``, the final one once the experiment is done."""
+        if wait:
+            data = self.wait(timeout)
+            if data["status"] != "done":
+                raise ApiError(409, data["status"], data.get("error") or f"experiment is {data['status']}")
+        return self.client.request("GET", f"{self._path}/recommendation")  # type: ignore[no-any-return]
+
+    def online_session(self, strategy: str = "aioli", seed: int = 0, **params: Any) -> OnlineSession:
+        data = self.client.request(
+            "POST",
+            f"{self._path}/online-sessions",
+            json={"strategy": strategy, "params": params, "seed": seed},
+        )
+        return OnlineSession(self.client, data)
+
+
+class OnlineSession:
+    """Re-weights domains during one training run: post per-domain losses every k steps, get new weights."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client, self.data, self.id = client, data, data["id"]
+        self._path = f"/experiments/{data['experiment_id']}/online-sessions/{self.id}"
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.data["weights"])
+
+    def update(
+        self,
+        step: int,
+        losses: Mapping[str, float],
+        alignment: Mapping[str, float] | None = None,
+        reference_losses: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
+        body: dict[str, Any] = {"step": step, "losses": dict(losses)}
+        if alignment is not None:
+            body["alignment"] = dict(alignment)
+        if reference_losses is not None:
+            body["reference_losses"] = dict(reference_losses)
+        self.data = self.client.request("POST", f"{self._path}/update", json=body)
+        return self.weights
+
+
+def _decode(resp: httpx.Response) -> Any:
+    if resp.is_success:
+        return resp.json() if resp.content else None
+    try:
+        err = resp.json()["error"]
+        raise ApiError(resp.status_code, err["code"], err["message"])
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(resp.status_code, "http_error", resp.text[:500]) from None
+
+
+def interleave_probabilities(weights: Mapping[str, float], order: Sequence[str]) -> list[float]:
+    """``probabilities=`` for ``datasets.interleave_datasets`` over datasets in ``order``."""
+    probs = [float(weights.get(name, 0.0)) for name in order]
+    total = sum(probs)
+    if total <= 0:
+        raise ValueError("the weights give no mass to any of these datasets")
+    return [p / total for p in probs]
+
+
+def mixture_sampler(
+    weights: Mapping[str, float], sizes: Mapping[str, int], num_samples: int, seed: int = 0
+) -> Any:
+    """A torch sampler over ``ConcatDataset`` (datasets in ``sizes`` order) drawing domains by weight."""
+    import torch
+    from torch.utils.data import WeightedRandomSampler
+
+    per_item = []
+    for name, size in sizes.items():
+        if size <= 0:
+            raise ValueError(f"dataset {name!r} is empty")
+        per_item.append(torch.full((size,), float(weights.get(name, 0.0)) / size, dtype=torch.double))
+    gen = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(
+        torch.cat(per_item), num_samples=num_samples, replacement=True, generator=gen
+    )

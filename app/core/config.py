@@ -1,0 +1,47 @@
+"""All settings in one place, read from the environment (prefix ``MIXLAB_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DATA = Path(user_data_dir("mixlab", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MIXLAB_", env_file=".env", extra="ignore")
+
+    # Where state lives. SQLite under the user's data dir is the embedded default;
+    # use postgresql+psycopg://user@host:5432/db for the service.
+    database_url: str = f"sqlite:///{_DATA / 'mixlab.sqlite'}"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    storage_dir: Path = _DATA / "storage"
+
+    # How queued runs get executed: an in-process thread, or Celery workers on the broker.
+    executor: Literal["embedded", "celery"] = "embedded"
+
+    # Limits.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_domains: int = 64
+    max_page_size: int = 500
+    max_run_attempts: int = 3
+
+    # Liveness: a worker run with no heartbeat for this long is re-queued; an external lease lasts this long.
+    stale_after_s: float = 120.0
+    lease_s: float = 600.0
+    reap_every_s: float = 30.0
+    retry_backoff_s: float = 5.0
+
+    # Proxy training.
+    device: str = "auto"
+    train_threads: int | None = Field(default=None, description="torch threads per run; None = all cores")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

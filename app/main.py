@@ -1,0 +1,64 @@
+"""The FastAPI application: routers under /api/v1, errors as JSON with a code, no stack traces."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.api.routes import experiments, health, runs
+from app.errors import MixlabError, NotReady
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        e = next(e for e in errors if e.get("type") == "json_invalid")
+        return (
+            400,
+            "malformed_json",
+            f"the request body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}",
+        )
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return 422, "invalid_input", "; ".join(parts)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="mixlab",
+        version="0.1.0",
+        description="Data-mixture optimisation for LM pre-training: train proxy models on candidate "
+        "mixtures, fit mixture → loss, and recommend the weights to use at scale.",
+    )
+
+    @app.exception_handler(MixlabError)
+    async def _mixlab_error(request: Request, exc: MixlabError) -> JSONResponse:
+        headers = {"Retry-After": str(int(exc.retry_after))} if isinstance(exc, NotReady) else None
+        return _error(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(*_validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "something went wrong on the server; the error was logged")
+
+    app.include_router(health.router)
+    for module in (experiments, runs):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,189 @@
+"""ORM tables. Every row belongs to exactly one project, directly or through its experiment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
+
+
+class Project(Base):
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="project", cascade="all, delete-orphan")
+
+
+class ApiKey(Base):
+    """Only the SHA-256 of a key is stored; keys are 256-bit random, so a fast hash is safe."""
+
+    __tablename__ = "api_key"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    project: Mapped[Project] = relationship(back_populates="keys")
+
+
+class Experiment(Base):
+    __tablename__ = "experiment"
+    __table_args__ = (Index("ix_experiment_project_id_id", "project_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # draft → preparing → running → done | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    executor: Mapped[str] = mapped_column(String(16), default="worker")  # worker | external
+    strategy: Mapped[str] = mapped_column(String(64))
+    strategy_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    target: Mapped[dict[str, Any]] = mapped_column()  # eval domain → weight
+    fidelities: Mapped[list[Any]] = mapped_column()  # [{name, preset, tokens, cost}], cheapest first
+    max_epochs: Mapped[float] = mapped_column(Float, default=4.0)
+    target_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    budget: Mapped[float] = mapped_column(Float)  # in target-fidelity-equivalent runs
+    parallelism: Mapped[int] = mapped_column(Integer, default=4)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    cluster: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # clustering settings, if any
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    domains: Mapped[list[Domain]] = relationship(
+        back_populates="experiment", order_by="Domain.position", cascade="all, delete-orphan"
+    )
+
+
+class Domain(Base):
+    """A training domain: its corpus (once uploaded) and token counts (once prepared)."""
+
+    __tablename__ = "domain"
+    __table_args__ = (UniqueConstraint("experiment_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer)
+    lower: Mapped[float] = mapped_column(Float, default=0.0)
+    upper: Mapped[float] = mapped_column(Float, default=1.0)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    documents: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # training tokens available
+    val_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. cluster label, top terms, samples
+    experiment: Mapped[Experiment] = relationship(back_populates="domains")
+
+
+class Run(Base):
+    """One proxy training run. Each claim gets a fresh ``claim_token``; writes must present it, so a
+    worker whose run was reclaimed cannot overwrite the new attempt."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        Index("ix_run_experiment_id_id", "experiment_id", "id"),
+        Index("ix_run_experiment_id_status", "experiment_id", "status"),
+        Index("ix_run_status_heartbeat", "status", "heartbeat_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"))
+    weights: Mapped[list[Any]] = mapped_column()  # aligned with the experiment's domain order
+    fidelity: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    origin: Mapped[str] = mapped_column(String(16), default="worker")  # worker | external | import
+    status: Mapped[str] = mapped_column(
+        String(16), default="queued"
+    )  # queued running succeeded failed cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    not_before: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    losses: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    target_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # FLOPs
+    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)  # trajectory, epochs, train_s
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Recommendation(Base):
+    """A new row every time the strategy refits: the history is the audit trail."""
+
+    __tablename__ = "recommendation"
+    __table_args__ = (Index("ix_recommendation_experiment_id_id", "experiment_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"))
+    strategy: Mapped[str] = mapped_column(String(64))
+    weights: Mapped[list[Any]] = mapped_column()
+    predicted_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    std: Mapped[float | None] = mapped_column(Float, nullable=True)
+    diagnostics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    alternatives: Mapped[list[Any]] = mapped_column(default=list)
+    n_runs: Mapped[int] = mapped_column(Integer)
+    final: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OnlineSession(Base):
+    """An online re-weighting session driven by an external training loop; state survives restarts."""
+
+    __tablename__ = "online_session"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    trajectory: Mapped[list[Any]] = mapped_column(default=list)  # [{step, weights, losses}]
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

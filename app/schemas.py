@@ -1,0 +1,269 @@
+"""Pydantic request and response bodies. Validation that needs no database lives here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+WEIGHT_TOL = 1e-3  # published mixtures are rounded to 3 decimals; rows are renormalised after the check
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+
+T = TypeVar("T")
+
+
+def check_simplex(weights: dict[str, float], what: str = "weights") -> dict[str, float]:
+    """Finite, non-negative, summing to 1 within ``WEIGHT_TOL``; returns them renormalised."""
+    if not weights:
+        raise ValueError(f"{what} must name at least one domain")
+    for name, w in weights.items():
+        if not isinstance(w, int | float) or not math.isfinite(w):
+            raise ValueError(f"{what}[{name!r}] is {w}; weights must be finite numbers")
+        if w < 0:
+            raise ValueError(f"{what}[{name!r}] is {w}; weights must be >= 0")
+    total = sum(weights.values())
+    if abs(total - 1.0) > WEIGHT_TOL:
+        raise ValueError(f"{what} sum to {total:.6g}; they must sum to 1 within {WEIGHT_TOL:g}")
+    return {k: float(v) / total for k, v in weights.items()}
+
+
+def check_losses(losses: dict[str, float]) -> dict[str, float]:
+    bad = {k: v for k, v in losses.items() if not isinstance(v, int | float) or not math.isfinite(v)}
+    if bad:
+        raise ValueError(f"losses must be finite numbers; got {bad}")
+    return {k: float(v) for k, v in losses.items()}
+
+
+def unknown(names: Iterable[str], known: Iterable[str]) -> list[str]:
+    known_set = set(known)
+    return sorted(n for n in names if n not in known_set)
+
+
+class DomainSpec(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '-', '.'")
+    tokens: int | None = Field(
+        None, ge=1, description="training tokens available (external runs; else measured)"
+    )
+    lower: float = Field(0.0, ge=0, le=1, description="minimum weight")
+    upper: float = Field(1.0, ge=0, le=1, description="maximum weight")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DomainSpec:
+        if self.lower > self.upper:
+            raise ValueError(f"domain {self.name!r}: lower {self.lower} exceeds upper {self.upper}")
+        return self
+
+
+class FidelitySpec(BaseModel):
+    """A proxy setting. Worker runs name a ``preset``; external pipelines name their own fidelity + tokens."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    preset: str | None = Field(None, description="proxy model preset (xs, s, m) for worker runs")
+    tokens: int | None = Field(None, ge=1, description="training tokens per run (default: the preset's)")
+    cost: float | None = Field(None, gt=0, description="FLOPs per run (default: computed from the preset)")
+
+
+class ClusterSpec(BaseModel):
+    """Cluster one unlabeled upload into domains before the search starts."""
+
+    initial_k: int = Field(24, ge=2, le=512)
+    merge_threshold: float = Field(0.25, ge=0, le=2)
+    min_cluster_frac: float = Field(0.01, ge=0, lt=0.5)
+    max_documents: int = Field(20_000, ge=10)
+
+
+class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    domains: list[DomainSpec] = Field(
+        default_factory=list, description="empty when clustering an unlabeled corpus"
+    )
+    target: dict[str, float] | None = Field(None, description="eval domain → weight; default: uniform")
+    strategy: str = "regmix"
+    strategy_params: dict[str, Any] = Field(default_factory=dict)
+    fidelities: list[FidelitySpec] = Field(default_factory=lambda: [FidelitySpec(preset="xs")])
+    budget: float = Field(16, gt=0, le=100_000, description="in target-fidelity-equivalent runs")
+    parallelism: int = Field(4, ge=1, le=1024)
+    max_epochs: float = Field(4.0, gt=0, le=1000)
+    target_tokens: int | None = Field(None, ge=1, description="your real training budget, for epoch caps")
+    executor: Literal["worker", "external"] = "worker"
+    seed: int = 0
+    cluster: ClusterSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentCreate:
+        names = [d.name for d in self.domains]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate domain names: {dupes}")
+        if self.cluster is None and len(names) < 2:
+            raise ValueError("an experiment needs at least two domains (or `cluster` to discover them)")
+        if self.cluster is not None and names:
+            raise ValueError("give either `domains` or `cluster`, not both")
+        if sum(d.lower for d in self.domains) > 1 + 1e-9:
+            raise ValueError("domain lower bounds sum to more than 1")
+        if self.target is not None:
+            self.target = check_simplex(self.target, "target")
+            if names and (bad := unknown(self.target, names)):
+                raise ValueError(f"target names unknown domains {bad}; known: {names}")
+        if not self.fidelities:
+            raise ValueError("at least one fidelity is needed")
+        return self
+
+
+class DomainOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    name: str
+    lower: float
+    upper: float
+    sha256: str | None
+    bytes: int | None
+    documents: int | None
+    tokens: int | None
+    val_tokens: int | None
+    info: dict[str, Any]
+
+
+class ExperimentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    status: str
+    executor: str
+    strategy: str
+    strategy_params: dict[str, Any]
+    target: dict[str, float]
+    fidelities: list[dict[str, Any]]
+    budget: float
+    spent: float = 0.0
+    parallelism: int
+    max_epochs: float
+    target_tokens: int | None
+    seed: int
+    cluster: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    domains: list[DomainOut]
+    run_counts: dict[str, int] = Field(default_factory=dict)
+    best_loss: float | None = None
+
+
+class RunOut(BaseModel):
+    id: int
+    experiment_id: int
+    weights: dict[str, float]
+    fidelity: str
+    seed: int
+    origin: str
+    status: str
+    attempts: int
+    progress: dict[str, Any]
+    losses: dict[str, float] | None
+    target_loss: float | None
+    cost: float | None
+    wall_s: float | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    lease_expires_at: datetime | None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_after: int | None = Field(None, description="pass as `after` to get the next page")
+
+
+class RecommendationOut(BaseModel):
+    id: int
+    experiment_id: int
+    strategy: str
+    weights: dict[str, float]
+    predicted_loss: float | None
+    std: float | None
+    diagnostics: dict[str, Any]
+    alternatives: list[dict[str, Any]]
+    n_runs: int
+    final: bool
+    created_at: datetime
+
+
+class AskOut(BaseModel):
+    run: RunOut
+    lease_expires_at: datetime
+
+
+class ResultIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    losses: dict[str, float] = Field(description="per-domain validation loss")
+    cost: float | None = Field(None, gt=0, description="FLOPs spent (default: the fidelity's cost)")
+    wall_s: float | None = Field(None, ge=0)
+
+    _finite = field_validator("losses")(check_losses)
+
+
+class FailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: str = Field(min_length=1, max_length=10_000)
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    progress: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImportedRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, float]
+    losses: dict[str, float]
+    fidelity: str | None = Field(None, description="default: the target fidelity")
+    cost: float | None = Field(None, gt=0)
+
+    _simplex = field_validator("weights")(check_simplex)
+    _finite = field_validator("losses")(check_losses)
+
+
+class ImportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runs: list[ImportedRun] = Field(min_length=1, max_length=100_000)
+
+
+class ImportOut(BaseModel):
+    imported: int
+    run_ids: list[int]
+
+
+class OnlineSessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: str = "aioli"
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class OnlineUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0)
+    losses: dict[str, float]
+    alignment: dict[str, float] | None = None
+    reference_losses: dict[str, float] | None = None
+
+    _finite = field_validator("losses")(check_losses)
+
+
+class OnlineSessionOut(BaseModel):
+    id: int
+    experiment_id: int
+    strategy: str
+    params: dict[str, Any]
+    step: int
+    weights: dict[str, float]
+    trajectory: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime

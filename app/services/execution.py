@@ -1,0 +1,189 @@
+"""Task bodies: the Celery tasks in ``workers/tasks.py`` and the embedded worker both call these.
+
+Each one loads what it needs, calls ``proxy_models`` (the slow part, outside any transaction), and saves
+the result with a fenced UPDATE. Exceptions never leave a run ``running``: they turn into a retry with
+backoff, or a failure with the error message stored on the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, update
+
+from app.core.config import get_settings
+from app.core.db import session_scope
+from app.models import Experiment, Run, utcnow
+from app.services import runs as run_service
+from app.services.loop import advance, domain_names, fidelity_info
+
+log = logging.getLogger(__name__)
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RunAborted(Exception):
+    """The run was cancelled or reclaimed while training: stop without saving."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # succeeded | requeued | failed | skipped
+    new_runs: tuple[int, ...] = ()
+    retry_in_s: float | None = None
+
+
+def prepared_dir(experiment_id: int) -> Path:
+    return get_settings().storage_dir / "prepared" / f"experiment-{experiment_id}"
+
+
+def checkpoint_path(run_id: int) -> Path:
+    return get_settings().storage_dir / "checkpoints" / f"run-{run_id}.pt"
+
+
+def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
+    """Claim run ``run_id``, train it, save per-domain losses, and advance its experiment."""
+    from proxy_models.data import PreparedData
+    from proxy_models.train import RunConfig, train_proxy
+
+    with session_scope() as session:
+        token = run_service.claim(session=session, run_id=run_id, worker=worker)
+        if token is None:
+            return Outcome("skipped")
+        run = session.get(Run, run_id)
+        assert run is not None
+        experiment = session.get(Experiment, run.experiment_id)
+        assert experiment is not None
+        names = domain_names(experiment)
+        fidelity = fidelity_info(experiment, run.fidelity)
+        config = RunConfig(
+            preset=fidelity["preset"],
+            weights=dict(zip(names, run.weights, strict=True)),
+            tokens=int(fidelity["tokens"]),
+            seed=run.seed,
+            max_epochs=experiment.max_epochs,
+            device=get_settings().device,
+        )
+        experiment_id = experiment.id
+
+    last_beat = [0.0]
+
+    def on_progress(p: Any) -> None:
+        if time.monotonic() - last_beat[0] < 1.0:
+            return
+        last_beat[0] = time.monotonic()
+        progress = {"step": p.step, "total_steps": p.total_steps, "tokens": p.tokens, "loss": float(p.loss)}
+        with session_scope() as s:
+            if not run_service.heartbeat(session=s, run_id=run_id, token=token, progress=progress):
+                raise RunAborted(f"run {run_id} was cancelled or reclaimed")
+
+    try:
+        data = PreparedData.load(prepared_dir(experiment_id))
+        ckpt = checkpoint_path(run_id)
+        result = train_proxy(data, config, on_progress=on_progress, checkpoint=ckpt)
+    except RunAborted as e:
+        log.info("%s", e)
+        return Outcome("skipped")
+    except Exception as e:
+        retryable = not isinstance(e, ValueError)  # bad mixtures (epoch caps) will not fix themselves
+        log.exception("run %s failed", run_id)
+        with session_scope() as session:
+            status = run_service.fail(
+                session=session,
+                run_id=run_id,
+                token=token,
+                error=f"{type(e).__name__}: {e}",
+                retryable=retryable,
+            )
+            new = advance(session, experiment_id) if status == "failed" else []
+            run = session.get(Run, run_id)
+            delay = (run.not_before - utcnow()).total_seconds() if run and run.not_before else None
+        return Outcome(status or "skipped", tuple(new), delay)
+
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        experiment = session.get(Experiment, experiment_id)
+        assert run is not None and experiment is not None
+        saved = run_service.complete(
+            session=session,
+            run=run,
+            experiment=experiment,
+            token=token,
+            losses=result.losses,
+            cost=result.flops,
+            wall_s=result.wall_s,
+            extra={
+                "train_s": result.train_s,
+                "tokens": result.tokens,
+                "epochs": result.epochs,
+                "trajectory": result.trajectory,
+            },
+        )
+        new = advance(session, experiment_id) if saved else []
+    checkpoint_path(run_id).unlink(missing_ok=True)
+    return Outcome("succeeded" if saved else "skipped", tuple(new))
+
+
+def prepare_experiment(experiment_id: int) -> Outcome:
+    """Cluster (if asked), train the tokenizer and write token files; then start proposing runs."""
+    from proxy_models.data import prepare
+
+    settings = get_settings()
+    with session_scope() as session:
+        stale = utcnow() - timedelta(seconds=settings.stale_after_s)
+        res = session.execute(
+            update(Experiment)
+            .where(
+                Experiment.id == experiment_id,
+                Experiment.status == "preparing",
+                or_(Experiment.heartbeat_at.is_(None), Experiment.heartbeat_at < stale),
+            )
+            .values(heartbeat_at=utcnow())
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return Outcome("skipped")
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        if experiment.cluster is not None and not experiment.domains:
+            from app.services.clustering_job import split_into_domains
+
+            split_into_domains(session=session, experiment=experiment)
+        files = {d.name: Path(d.path) for d in experiment.domains if d.path}
+    try:
+        data = prepare(files, prepared_dir(experiment_id), seed=0)
+    except Exception as e:
+        log.exception("preparing experiment %s failed", experiment_id)
+        with session_scope() as session:
+            exp = session.get(Experiment, experiment_id)
+            assert exp is not None
+            exp.status, exp.error, exp.finished_at = "failed", f"preparation failed: {e}", utcnow()
+        return Outcome("failed")
+    with session_scope() as session:
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        if experiment.status != "preparing":
+            return Outcome("skipped")
+        for d in experiment.domains:
+            d.tokens = data.train_tokens[d.name]
+            d.val_tokens = data.val_tokens[d.name]
+        experiment.status = "running"
+        session.flush()
+        try:
+            new = advance(session, experiment_id)
+        except Exception as e:
+            experiment.status, experiment.error = "failed", f"the strategy could not propose runs: {e}"
+            experiment.finished_at = utcnow()
+            return Outcome("failed")
+    return Outcome("succeeded", tuple(new))
+
+
+def reap() -> tuple[list[int], list[int]]:
+    """Periodic: (lost or stuck runs to dispatch again, stalled preparations to restart)."""
+    with session_scope() as session:
+        return run_service.reap(session=session)

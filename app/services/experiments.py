@@ -1,0 +1,236 @@
+"""Create, read, list, start and cancel experiments, always scoped to one project."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from app.core.config import get_settings
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models import Domain, Experiment, Run, utcnow
+from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
+from app.services.corpora import StoredCorpus
+from strategies import StrategyError, available_strategies, get_strategy
+
+
+def resolve_fidelities(specs: list[FidelitySpec], executor: str) -> list[dict[str, Any]]:
+    """Fill in tokens and FLOP cost; worker runs need a known preset, external ones need tokens."""
+    out = []
+    for i, f in enumerate(specs):
+        if executor == "worker" or f.preset:
+            from proxy_models.presets import PRESETS, run_flops
+
+            if f.preset not in PRESETS:
+                raise InvalidInput(
+                    f"fidelity {i}: preset {f.preset!r} is unknown; choose one of {sorted(PRESETS)}",
+                    code="unknown_preset",
+                )
+            tokens = f.tokens or PRESETS[f.preset].tokens
+            cost = f.cost or run_flops(f.preset, tokens)
+            out.append({"name": f.name or f.preset, "preset": f.preset, "tokens": tokens, "cost": cost})
+        else:
+            if not (f.name and f.tokens):
+                raise InvalidInput(
+                    f"fidelity {i}: external fidelities need a name and tokens", code="bad_fidelity"
+                )
+            out.append(
+                {"name": f.name, "preset": None, "tokens": f.tokens, "cost": f.cost or float(f.tokens)}
+            )
+    names = [f["name"] for f in out]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"fidelity names must be unique; got {names}", code="bad_fidelity")
+    return sorted(out, key=lambda f: f["cost"])
+
+
+def create_experiment(*, session: Session, project_id: int, spec: ExperimentCreate) -> Experiment:
+    settings = get_settings()
+    if len(spec.domains) > settings.max_domains:
+        raise InvalidInput(f"at most {settings.max_domains} domains are allowed", code="too_many_domains")
+    if spec.strategy not in available_strategies():
+        raise InvalidInput(
+            f"unknown strategy {spec.strategy!r}; available: {', '.join(available_strategies())}",
+            code="unknown_strategy",
+        )
+    try:
+        get_strategy(spec.strategy, **spec.strategy_params)
+    except StrategyError as e:
+        raise InvalidInput(str(e), code="bad_strategy_params") from e
+    if spec.executor == "external" and spec.cluster is not None:
+        raise InvalidInput("clustering needs worker execution", code="bad_executor")
+    if spec.executor == "external" and any(d.tokens is None for d in spec.domains):
+        raise InvalidInput("external experiments need `tokens` for every domain", code="missing_tokens")
+    names = [d.name for d in spec.domains]
+    experiment = Experiment(
+        project_id=project_id,
+        name=spec.name,
+        executor=spec.executor,
+        strategy=spec.strategy,
+        strategy_params=spec.strategy_params,
+        target=spec.target or ({n: 1 / len(names) for n in names} if names else {}),
+        fidelities=resolve_fidelities(spec.fidelities, spec.executor),
+        max_epochs=spec.max_epochs,
+        target_tokens=spec.target_tokens,
+        budget=spec.budget,
+        parallelism=spec.parallelism,
+        seed=spec.seed,
+        cluster=spec.cluster.model_dump() if spec.cluster else None,
+        domains=[
+            Domain(name=d.name, position=i, lower=d.lower, upper=d.upper, tokens=d.tokens)
+            for i, d in enumerate(spec.domains)
+        ],
+    )
+    session.add(experiment)
+    session.flush()
+    return experiment
+
+
+def get_experiment(
+    *, session: Session, project_id: int, experiment_id: int, lock: bool = False
+) -> Experiment:
+    q = select(Experiment).where(Experiment.id == experiment_id, Experiment.project_id == project_id)
+    if lock:
+        q = q.with_for_update()
+    experiment = session.scalar(q.options(selectinload(Experiment.domains)))
+    if experiment is None:
+        raise NotFound(f"experiment {experiment_id} not found in this project", code="experiment_not_found")
+    return experiment
+
+
+def list_experiments(*, session: Session, project_id: int, limit: int, after: int | None) -> list[Experiment]:
+    q = select(Experiment).where(Experiment.project_id == project_id)
+    if after is not None:
+        q = q.where(Experiment.id < after)
+    q = q.order_by(Experiment.id.desc()).limit(limit).options(selectinload(Experiment.domains))
+    return list(session.scalars(q))
+
+
+def run_counts(*, session: Session, experiment_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Runs per status for many experiments in one query."""
+    counts: dict[int, dict[str, int]] = {i: {} for i in experiment_ids}
+    rows = session.execute(
+        select(Run.experiment_id, Run.status, func.count())
+        .where(Run.experiment_id.in_(experiment_ids))
+        .group_by(Run.experiment_id, Run.status)
+    )
+    for exp_id, status, n in rows:
+        counts[exp_id][status] = n
+    return counts
+
+
+def best_losses(*, session: Session, experiment_ids: list[int]) -> dict[int, float]:
+    rows = session.execute(
+        select(Run.experiment_id, func.min(Run.target_loss))
+        .where(Run.experiment_id.in_(experiment_ids), Run.status == "succeeded")
+        .group_by(Run.experiment_id)
+    )
+    return {exp_id: loss for exp_id, loss in rows if loss is not None}
+
+
+def spent_budget(*, session: Session, experiment: Experiment) -> float:
+    """Budget used by live and finished runs (imported ones are free), in target-fidelity-equivalent runs."""
+    from app.services.loop import run_units
+
+    rows = session.execute(
+        select(Run.fidelity, func.count())
+        .where(
+            Run.experiment_id == experiment.id,
+            Run.status.in_(("queued", "running", "succeeded")),
+            Run.origin != "import",
+        )
+        .group_by(Run.fidelity)
+    )
+    return sum(run_units(experiment, fid) * n for fid, n in rows)
+
+
+def to_out(*, session: Session, experiments: list[Experiment]) -> list[ExperimentOut]:
+    ids = [e.id for e in experiments]
+    counts = run_counts(session=session, experiment_ids=ids)
+    best = best_losses(session=session, experiment_ids=ids)
+    out = []
+    for e in experiments:
+        data = {c: getattr(e, c) for c in ExperimentOut.model_fields if hasattr(e, c) and c != "domains"}
+        data["domains"] = [DomainOut.model_validate(d) for d in e.domains]
+        data["run_counts"] = counts[e.id]
+        data["best_loss"] = best.get(e.id)
+        data["spent"] = spent_budget(session=session, experiment=e)
+        out.append(ExperimentOut(**data))
+    return out
+
+
+def _check_draft(experiment: Experiment) -> None:
+    if experiment.status != "draft":
+        raise Conflict(
+            f"experiment is {experiment.status}; corpora can only change in a draft", code="bad_status"
+        )
+
+
+def upload_target(*, experiment: Experiment, domain: str) -> Domain:
+    """The domain a corpus upload is for; checked before a byte is read."""
+    _check_draft(experiment)
+    if experiment.executor != "worker":
+        raise Conflict("external experiments train elsewhere; they take no corpora", code="bad_executor")
+    for d in experiment.domains:
+        if d.name == domain:
+            return d
+    raise NotFound(
+        f"experiment {experiment.id} has no domain {domain!r}; known: {[d.name for d in experiment.domains]}",
+        code="unknown_domain",
+    )
+
+
+def attach_corpus(*, session: Session, domain: Domain, stored: StoredCorpus) -> None:
+    domain.path, domain.sha256 = str(stored.path), stored.sha256
+    domain.bytes, domain.documents = stored.bytes, stored.documents
+    session.flush()
+
+
+def check_unlabeled_upload(*, experiment: Experiment) -> None:
+    _check_draft(experiment)
+    if experiment.cluster is None:
+        raise Conflict(
+            "this experiment has named domains; upload to /domains/{name}/corpus", code="not_clustering"
+        )
+
+
+def attach_unlabeled(*, session: Session, experiment: Experiment, stored: StoredCorpus) -> None:
+    experiment.cluster = {
+        **(experiment.cluster or {}),
+        "path": str(stored.path),
+        "sha256": stored.sha256,
+        "bytes": stored.bytes,
+        "documents": stored.documents,
+    }
+    session.flush()
+
+
+def start_experiment(*, session: Session, experiment: Experiment) -> None:
+    """draft → preparing. Worker experiments need every domain's corpus (or the corpus to cluster)."""
+    if experiment.status != "draft":
+        raise Conflict(f"experiment is {experiment.status}; only a draft can be started", code="bad_status")
+    if experiment.executor == "worker":
+        missing = [d.name for d in experiment.domains if d.path is None]
+        if experiment.cluster is not None and "path" not in experiment.cluster:
+            missing = ["the unlabeled corpus (PUT /experiments/{id}/corpus)"]
+        if missing:
+            raise Conflict(
+                f"upload a corpus for every domain first; missing: {missing}", code="missing_corpus"
+            )
+    experiment.status = "preparing" if experiment.executor == "worker" else "running"
+    experiment.started_at = utcnow()
+    experiment.heartbeat_at = None
+    session.flush()
+
+
+def cancel_experiment(*, session: Session, experiment: Experiment) -> None:
+    if experiment.status in ("done", "failed", "cancelled"):
+        raise Conflict(f"experiment is already {experiment.status}", code="bad_status")
+    experiment.status = "cancelled"
+    experiment.finished_at = utcnow()
+    session.execute(
+        update(Run)
+        .where(Run.experiment_id == experiment.id, Run.status.in_(("queued", "running")))
+        .values(status="cancelled", finished_at=utcnow())
+    )
+    session.flush()

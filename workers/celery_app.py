@@ -1,0 +1,21 @@
+"""The Celery application. Late acks + reject-on-lost: a killed worker's task is redelivered, and the
+claim in the database makes sure a run is still trained only once."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.core.config import get_settings
+
+settings = get_settings()
+celery_app = Celery("mixlab", broker=settings.broker_url, include=["workers.tasks"])
+celery_app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue="mixlab",
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 6 * 3600},
+    beat_schedule={"reap-stale-runs": {"task": "mixlab.reap", "schedule": settings.reap_every_s}},
+)
