@@ -136,7 +136,8 @@ def experiment_status(experiment_id: int, url: Url = "http://127.0.0.1:8000", ke
     data = _client(url, key).experiment(experiment_id).data
     typer.echo(
         f"experiment {data['id']} {data['name']!r}: {data['status']}, strategy {data['strategy']}, "
-        f"spent {data['spent']:.1f}/{data['budget']:.0f}, runs {data['run_counts']}, best loss {data['best_loss']}"
+        f"spent {data['spent']:.1f}/{data['budget']:.0f}, runs {data['run_counts']}, "
+        f"best loss {data['best_loss']}"
     )
     if data["error"]:
         typer.echo(f"error: {data['error']}")

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.api.routes import experiments, health, runs
+from app.api.routes import experiments, health, online, runs
 from app.errors import MixlabError, NotReady
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,6 @@ def create_app() -> FastAPI:
         return _error(500, "internal_error", "something went wrong on the server; the error was logged")
 
     app.include_router(health.router)
-    for module in (experiments, runs):
+    for module in (experiments, runs, online):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -234,8 +234,11 @@ def ask(*, session: Session, experiment: Experiment) -> Run:
     """Hand the next mixture to an external pipeline, under a lease."""
     if experiment.executor != "external":
         raise Conflict("ask/tell is for experiments with executor='external'", code="bad_executor")
+    if experiment.status == "done":
+        raise Conflict("the budget is spent; read the recommendation", code="budget_spent")
     if experiment.status != "running":
-        raise Conflict(f"experiment is {experiment.status}; start it first", code="bad_status")
+        raise Conflict(f"experiment is {experiment.status}; only a running experiment hands out runs",
+                       code="bad_status")
     try:
         advance(session, experiment.id)
     except StrategyError as e:

@@ -1,0 +1,119 @@
+"""External pipelines: ask → train elsewhere → tell, leases, failures, retries, bulk import."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.integration.helpers import error_code, external_spec, fake_losses
+
+
+def _start(api, auth, **over):  # type: ignore[no-untyped-def]
+    exp = api.post("/api/v1/experiments", json=external_spec(**over), headers=auth).json()
+    assert api.post(f"/api/v1/experiments/{exp['id']}/start", headers=auth).json()["status"] == "running"
+    return f"/api/v1/experiments/{exp['id']}"
+
+
+def test_ask_tell_until_budget_then_final_recommendation(api, auth) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth, budget=5, parallelism=2)
+    told = 0
+    while True:
+        resp = api.post(f"{base}/ask", headers=auth)
+        if resp.status_code == 409:
+            assert error_code(resp) == "budget_spent"
+            break
+        trial = resp.json()["run"]
+        assert abs(sum(trial["weights"].values()) - 1) < 1e-9 and trial["fidelity"] == "big"
+        out = api.post(f"{base}/runs/{trial['id']}/result", json={"losses": fake_losses(trial["weights"])}, headers=auth)
+        assert out.status_code == 200 and out.json()["status"] == "succeeded"
+        told += 1
+    assert told == 5
+    exp = api.get(base, headers=auth).json()
+    assert exp["status"] == "done" and exp["run_counts"] == {"succeeded": 5} and exp["spent"] == 5
+    rec = api.get(f"{base}/recommendation", headers=auth).json()
+    assert rec["final"] and rec["n_runs"] == 5 and abs(sum(rec["weights"].values()) - 1) < 1e-6
+    best = min(r["target_loss"] for r in api.get(f"{base}/runs", headers=auth).json()["items"])
+    assert rec["predicted_loss"] == best  # random search recommends its best observed mixture
+
+
+def test_parallel_asks_get_distinct_runs_and_wait_when_all_taken(api, auth) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth, budget=10, parallelism=2)
+    a = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    b = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    assert a != b
+    busy = api.post(f"{base}/ask", headers=auth)
+    assert busy.status_code == 409 and error_code(busy) == "no_run_ready" and "Retry-After" in busy.headers
+
+
+def test_bad_results_are_rejected_and_nothing_changes(api, auth) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth)
+    run = api.post(f"{base}/ask", headers=auth).json()["run"]
+    url = f"{base}/runs/{run['id']}/result"
+    cases = [
+        ({"losses": {"web": 2.0, "code": 2.0, "books": 1.0}}, 422, "unknown_domain"),
+        ({"losses": {"web": 2.0}}, 422, "missing_losses"),
+        ({"losses": {"web": "NaN", "code": 2.0}}, 422, "invalid_input"),
+        ({"losses": {"web": 2.0, "code": 2.0}, "extra": 1}, 422, "invalid_input"),
+    ]
+    for body, status, code in cases:
+        resp = api.post(url, json=body, headers=auth)
+        assert (resp.status_code, error_code(resp)) == (status, code), resp.text
+    assert api.get(f"{base}/runs/{run['id']}", headers=auth).json()["status"] == "running"
+    ok = api.post(url, json={"losses": {"web": 2.0, "code": 2.5}}, headers=auth)
+    assert ok.status_code == 200
+    again = api.post(url, json={"losses": {"web": 2.0, "code": 2.5}}, headers=auth)
+    assert again.status_code == 409 and error_code(again) == "bad_status"
+
+
+def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.core.db import session_scope
+    from app.models import Run, utcnow
+    from app.services.runs import reap
+
+    base = _start(api, auth)
+    run_id = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    beat = api.post(f"{base}/runs/{run_id}/heartbeat", json={"progress": {"step": 10}}, headers=auth).json()
+    assert beat["progress"] == {"step": 10}
+    with session_scope() as session:  # the pipeline crashed: its lease ran out long ago
+        session.get(Run, run_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    with session_scope() as session:
+        reap(session=session)
+    run = api.get(f"{base}/runs/{run_id}", headers=auth).json()
+    assert run["status"] == "queued" and run["error"].startswith("lost")
+    again = api.post(f"{base}/ask", headers=auth).json()["run"]
+    assert again["id"] == run_id and again["attempts"] == 2
+
+
+def test_failed_run_can_be_retried(api, auth) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth)
+    run_id = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    failed = api.post(f"{base}/runs/{run_id}/fail", json={"error": "CUDA OOM"}, headers=auth).json()
+    assert failed["status"] == "failed" and failed["error"] == "CUDA OOM"
+    retried = api.post(f"{base}/runs/{run_id}/retry", headers=auth).json()
+    assert retried["status"] == "queued" and retried["error"] is None
+    assert api.post(f"{base}/runs/{run_id}/retry", headers=auth).status_code == 409
+
+
+def test_import_runs_feeds_the_strategy_and_costs_no_budget(api, auth) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth, strategy="regmix", budget=1, parallelism=1)
+    runs = []
+    for i in range(12):
+        w = {"web": (i + 1) / 13, "code": (12 - i) / 26, "law": (12 - i) / 26}
+        runs.append({"weights": w, "losses": fake_losses(w)})
+    out = api.post(f"{base}/runs/import", json={"runs": runs}, headers=auth)
+    assert out.status_code == 201 and out.json()["imported"] == 12
+    assert api.get(base, headers=auth).json()["spent"] == 0
+    bad = api.post(f"{base}/runs/import", json={"runs": [{"weights": {"web": 0.5, "code": 0.6}, "losses": {}}]},
+                   headers=auth)
+    assert bad.status_code == 422 and "sum to 1.1" in bad.json()["error"]["message"]
+    unknown = [{"weights": {"web": 0.5, "xyz": 0.5}, "losses": {"web": 1.0, "code": 1.0}}]
+    assert error_code(api.post(f"{base}/runs/import", json={"runs": unknown}, headers=auth)) == "unknown_domain"
+    assert api.get(f"{base}/runs", headers=auth).json()["items"].__len__() == 12
+
+
+def test_ask_on_worker_experiment_is_rejected(api, auth) -> None:  # type: ignore[no-untyped-def]
+    spec = external_spec(executor="worker", fidelities=[{"preset": "xs"}])
+    exp = api.post("/api/v1/experiments", json=spec, headers=auth).json()
+    resp = api.post(f"/api/v1/experiments/{exp['id']}/ask", headers=auth)
+    assert resp.status_code == 409 and error_code(resp) == "bad_executor"
+    start = api.post(f"/api/v1/experiments/{exp['id']}/start", headers=auth)
+    assert start.status_code == 409 and error_code(start) == "missing_corpus"
