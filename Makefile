@@ -4,15 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint test-fast bench serve worker clean
+.PHONY: install browser demo test lint test-fast bench serve worker clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Browser tests drive Debian's Chromium; install it once when it is missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 demo: install
 	$(PY) -m app.cli demo
@@ -21,7 +24,7 @@ lint: install
 	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench
 	$(PY) -m mypy
 
-test: install lint
+test: install browser lint
 	$(VENV)/bin/pytest -q -ra tests
 
 test-fast: install

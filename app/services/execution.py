@@ -86,7 +86,10 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
     try:
         data = PreparedData.load(prepared_dir(experiment_id))
         ckpt = checkpoint_path(run_id)
-        result = train_proxy(data, config, on_progress=on_progress, checkpoint=ckpt)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        result = train_proxy(
+            data, config, on_progress=on_progress, checkpoint=ckpt, threads=get_settings().train_threads
+        )
     except RunAborted as e:
         log.info("%s", e)
         return Outcome("skipped")
@@ -122,7 +125,9 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
                 "train_s": result.train_s,
                 "tokens": result.tokens,
                 "epochs": result.epochs,
-                "trajectory": result.trajectory,
+                "trajectory": [[step, weights] for step, weights in result.trajectory],
+                "precision": result.precision,
+                "device": result.device,
             },
         )
         new = advance(session, experiment_id) if saved else []
