@@ -8,7 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.api.routes import experiments, health, online, runs
+from app.api.routes import experiments, health, insights, online, runs
+from app.dashboard import routes as dashboard
 from app.errors import MixlabError, NotReady
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def create_app() -> FastAPI:
         return _error(500, "internal_error", "something went wrong on the server; the error was logged")
 
     app.include_router(health.router)
-    for module in (experiments, runs, online):
+    for module in (experiments, runs, online, insights):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)
     return app
