@@ -69,9 +69,9 @@ class FidelitySpec(BaseModel):
 class ClusterSpec(BaseModel):
     """Cluster one unlabeled upload into domains before the search starts."""
 
-    initial_k: int = Field(24, ge=2, le=512)
-    merge_threshold: float = Field(0.25, ge=0, le=2)
-    min_cluster_frac: float = Field(0.01, ge=0, lt=0.5)
+    initial_k: int = Field(64, ge=2, le=512, description="k-means clusters before merging")
+    merge_threshold: float = Field(0.75, ge=0, le=2, description="merge clusters closer than this (cosine)")
+    min_cluster_frac: float = Field(0.02, ge=0, lt=0.5, description="dissolve clusters smaller than this")
     max_documents: int = Field(20_000, ge=10)
 
 

@@ -155,12 +155,16 @@ def prepare_experiment(experiment_id: int) -> Outcome:
             return Outcome("skipped")
         experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
-        if experiment.cluster is not None and not experiment.domains:
+        needs_clustering = experiment.cluster is not None and not experiment.domains
+    try:
+        if needs_clustering:
             from app.services.clustering_job import split_into_domains
 
-            split_into_domains(session=session, experiment=experiment)
-        files = {d.name: Path(d.path) for d in experiment.domains if d.path}
-    try:
+            split_into_domains(experiment_id)
+        with session_scope() as session:
+            experiment = session.get(Experiment, experiment_id)
+            assert experiment is not None
+            files = {d.name: Path(d.path) for d in experiment.domains if d.path}
         data = prepare(files, prepared_dir(experiment_id), seed=0)
     except Exception as e:
         log.exception("preparing experiment %s failed", experiment_id)
