@@ -2,7 +2,9 @@
 
 Call order (the loop in ``app/services/loop.py`` and the offline CLI both follow it):
 
-1. ``propose(space, history, n, seed)`` any number of times; each call sees every finished run so far.
+1. ``propose(space, history, n, seed, pending)`` any number of times; each call sees every finished run
+   so far and the runs still in flight (``pending``), and returns at most ``n`` candidates — fewer, or none,
+   when it must wait for results (an empty answer with nothing in flight means the strategy is done).
 2. ``recommend(space, history)`` whenever a fresh answer is wanted (after each batch, and at the end).
 
 Strategies hold no state between calls: everything they need is in the arguments, so a crashed worker
@@ -41,6 +43,7 @@ class SearchSpace:
     cannot supply more than ``max_epochs * tokens[i]``, so ``w_i <= max_epochs * tokens[i] / D``.
     ``fidelities`` are ordered cheapest first; the last one is the target fidelity.
     ``target_tokens`` is the user's real training budget, used to cap recommendations.
+    ``budget`` is the search budget in target-fidelity-equivalent runs, where the caller has one.
     """
 
     domains: tuple[str, ...]
@@ -51,6 +54,7 @@ class SearchSpace:
     upper: tuple[float, ...] = ()
     max_epochs: float = 4.0
     target_tokens: int | None = None
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         k = len(self.domains)
@@ -157,7 +161,12 @@ class Strategy(Protocol):
     name: str
 
     def propose(
-        self, space: SearchSpace, history: Sequence[Observation], n: int, seed: int
+        self,
+        space: SearchSpace,
+        history: Sequence[Observation],
+        n: int,
+        seed: int,
+        pending: Sequence[Candidate] = (),
     ) -> list[Candidate]: ...
 
     def recommend(self, space: SearchSpace, history: Sequence[Observation]) -> Recommendation: ...

@@ -32,7 +32,12 @@ class _Fixed:
         return simplex.project(self.mixture(space), lo, hi)[0]
 
     def propose(
-        self, space: SearchSpace, history: Sequence[Observation], n: int, seed: int
+        self,
+        space: SearchSpace,
+        history: Sequence[Observation],
+        n: int,
+        seed: int,
+        pending: Sequence[Candidate] = (),
     ) -> list[Candidate]:
         f = space.target_fidelity
         w = tuple(float(x) for x in self._feasible(space, f.tokens))
@@ -92,7 +97,12 @@ class RandomSearch:
         self.concentrations = [float(c) for c in concentrations]
 
     def propose(
-        self, space: SearchSpace, history: Sequence[Observation], n: int, seed: int
+        self,
+        space: SearchSpace,
+        history: Sequence[Observation],
+        n: int,
+        seed: int,
+        pending: Sequence[Candidate] = (),
     ) -> list[Candidate]:
         f = space.target_fidelity
         lo, hi = space.bounds(f.tokens)

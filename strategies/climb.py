@@ -68,13 +68,17 @@ def round_sizes(budget: int, split: Sequence[float]) -> list[int]:
     return [int(s) for s in sizes]
 
 
+DEFAULT_BUDGET = 28
+
+
 class Climb:
     """Clustering-based iterative data mixture bootstrapping; see the module docstring.
 
     ``budget`` is the total number of runs at the search ``fidelity`` (default: the target fidelity), split
-    over rounds in proportion to ``split``. Later rounds score ``pool_size`` candidates: half broad draws
-    over ``concentrations``, half local draws around the ``n_elite`` best runs at Dirichlet strength
-    ``local_concentration`` (doubling each round). Proposals keep an L1 distance of ``min_distance``.
+    over rounds in proportion to ``split``; without it the space's budget is used (28 if it has none).
+    Later rounds score ``pool_size`` candidates: half broad draws over ``concentrations``, half local
+    draws around the ``n_elite`` best runs at Dirichlet strength ``local_concentration`` (doubling each
+    round). Proposals keep an L1 distance of ``min_distance``.
     ``model``, ``folds``, ``seed`` and ``regressor_params`` configure the predictor (see RegMix).
     """
 
@@ -82,7 +86,7 @@ class Climb:
 
     def __init__(
         self,
-        budget: int = 28,
+        budget: int | None = None,
         split: Sequence[float] = (4, 2, 1),
         pool_size: int = 20000,
         concentrations: Sequence[float] = DEFAULT_CONCENTRATIONS,
@@ -95,9 +99,10 @@ class Climb:
         seed: int = 0,
         regressor_params: Mapping[str, Any] | None = None,
     ) -> None:
-        self.budget, self.split = int(budget), tuple(float(s) for s in split)
-        self.sizes = round_sizes(self.budget, self.split)
-        self.n_rounds = len(self.sizes)
+        self.budget = int(budget) if budget is not None else None
+        self.split = tuple(float(s) for s in split)
+        round_sizes(self.budget or DEFAULT_BUDGET, self.split)  # a bad split or budget fails here, not later
+        self.n_rounds = len(self.split)
         if pool_size < 1 or n_elite < 1 or not local_concentration > 0 or min_distance < 0:
             raise StrategyError(
                 "need pool_size >= 1, n_elite >= 1, local_concentration > 0 and min_distance >= 0"
@@ -120,13 +125,18 @@ class Climb:
         done = len(at_fidelity(history, fidelity))
         in_flight = sum(c.fidelity == fidelity for c in pending)
         created = done + in_flight
-        ends = np.cumsum(self.sizes)
+        ends = np.cumsum(self.sizes(space))
         r = int(np.searchsorted(ends, created, side="right"))
         if r >= self.n_rounds:
             return RoundState(self.n_rounds, 0, done, in_flight)
         start = int(ends[r - 1]) if r > 0 else 0
         remaining = int(ends[r]) - created if done >= start else 0  # a new round needs all earlier results
         return RoundState(r, remaining, done, in_flight)
+
+    def sizes(self, space: SearchSpace) -> list[int]:
+        """Runs per round: this strategy's budget, else the experiment's (from the space)."""
+        budget = self.budget if self.budget is not None else int(space.budget or DEFAULT_BUDGET)
+        return round_sizes(budget, self.split)
 
     def _fidelity(self, space: SearchSpace) -> str:
         return space.fidelity(self.fidelity).name if self.fidelity else space.target_fidelity.name

@@ -109,7 +109,12 @@ class RegMix:
 
     # ---- propose -------------------------------------------------------------------------------
     def propose(
-        self, space: SearchSpace, history: Sequence[Observation], n: int, seed: int
+        self,
+        space: SearchSpace,
+        history: Sequence[Observation],
+        n: int,
+        seed: int,
+        pending: Sequence[Candidate] = (),
     ) -> list[Candidate]:
         f = space.fidelity(self.fidelity) if self.fidelity else space.target_fidelity
         lo, hi = space.bounds(f.tokens)

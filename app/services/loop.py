@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, Recommendation, Run, utcnow
-from strategies import Fidelity, Observation, SearchSpace, StrategyError, get_strategy
+from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError, get_strategy
 from strategies import Recommendation as StrategyRecommendation
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def build_space(experiment: Experiment) -> SearchSpace:
         upper=tuple(d.upper for d in domains),
         max_epochs=experiment.max_epochs,
         target_tokens=experiment.target_tokens,
+        budget=experiment.budget,
     )
 
 
@@ -104,7 +105,17 @@ def advance(session: Session, experiment_id: int) -> list[int]:
     if slots > 0 and remaining > 1e-9:
         n_created = sum(counts.values())
         strategy = get_strategy(experiment.strategy, **experiment.strategy_params)
-        candidates = strategy.propose(space, hist, slots, seed=experiment.seed * 1_000_003 + n_created)
+        pending = [
+            Candidate(tuple(w), fid)
+            for w, fid in session.execute(
+                select(Run.weights, Run.fidelity).where(
+                    Run.experiment_id == experiment.id, Run.status.in_(LIVE)
+                )
+            )
+        ]
+        candidates = strategy.propose(
+            space, hist, slots, seed=experiment.seed * 1_000_003 + n_created, pending=pending
+        )
         for cand in candidates:
             units = run_units(experiment, cand.fidelity)
             if units > remaining + 1e-9:
