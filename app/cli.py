@@ -10,7 +10,11 @@ from typing import Annotated, Any
 
 import typer
 
-cli = typer.Typer(help="mixlab: find data-mixture weights with small proxy LMs.", no_args_is_help=True)
+cli = typer.Typer(
+    help="mixlab: find data-mixture weights with small proxy LMs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 project_cli = typer.Typer(
     help="Projects and API keys (talks to the database directly).", no_args_is_help=True
 )
@@ -167,8 +171,25 @@ _mount_regress()
 
 
 def main() -> None:
+    """Entry point: known errors print one actionable line (exit 1) instead of a traceback."""
+    import httpx
+    import sqlalchemy.exc
+
+    from app.client import ApiError
+    from app.errors import MixlabError
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cli()
+    try:
+        cli()
+    except (ApiError, MixlabError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
+    except httpx.TransportError as e:
+        typer.echo(f"error: cannot reach the server ({e}); is `mixlab serve` running at MIXLAB_URL?", err=True)
+        raise SystemExit(1) from None
+    except sqlalchemy.exc.DBAPIError as e:
+        typer.echo(f"error: database: {e.orig}; is it reachable, and did you run `mixlab migrate`?", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
