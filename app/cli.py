@@ -76,8 +76,10 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker (service mode: MIXLAB_BROKER_URL, MIXLAB_DATABASE_URL)."""
+    from app.core.config import get_settings
     from workers.celery_app import celery_app
 
+    get_settings().storage_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule there
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", "mixlab"]
     if beat:
         argv.append("--beat")

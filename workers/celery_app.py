@@ -18,4 +18,5 @@ celery_app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": 6 * 3600},
     beat_schedule={"reap-stale-runs": {"task": "mixlab.reap", "schedule": settings.reap_every_s}},
+    beat_schedule_filename=str(settings.storage_dir / "celerybeat-schedule"),
 )
