@@ -89,6 +89,7 @@ def worker(
 @cli.command()
 def demo(
     budget: Annotated[float, typer.Option(help="proxy runs to train")] = 12,
+    tokens: Annotated[int, typer.Option(help="training tokens per proxy run (xs preset)")] = 200_000,
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its database and files")] = Path(
         ".mixlab/demo"
     ),
@@ -96,7 +97,7 @@ def demo(
     """Run a real small experiment end to end: SQLite, in-process worker, proxy LMs on bundled text."""
     from app.demo import run_demo
 
-    run_demo(budget=budget, workdir=workdir)
+    run_demo(budget=budget, workdir=workdir, tokens=tokens)
 
 
 @project_cli.command("create")
@@ -187,7 +188,7 @@ def main() -> None:
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except httpx.TransportError as e:
-        typer.echo(f"error: cannot reach the server ({e}); is `mixlab serve` running at MIXLAB_URL?", err=True)
+        typer.echo(f"error: cannot reach the server ({e}); is `mixlab serve` at MIXLAB_URL?", err=True)
         raise SystemExit(1) from None
     except sqlalchemy.exc.DBAPIError as e:
         typer.echo(f"error: database: {e.orig}; is it reachable, and did you run `mixlab migrate`?", err=True)
