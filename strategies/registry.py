@@ -3,50 +3,64 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from strategies.base import Strategy, StrategyError
 
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Built-ins as ``"module:factory"`` strings (imported on first use) plus registered factories."""
+
+    def __init__(self, kind: str, builtin: Mapping[str, str]) -> None:
+        self.kind = kind
+        self._builtin = dict(builtin)
+        self._extra: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator adding a third-party factory; duplicate names are an error."""
+
+        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._builtin or name in self._extra:
+                raise StrategyError(f"a {self.kind} named {name!r} is already registered")
+            self._extra[name] = factory
+            return factory
+
+        return deco
+
+    def available(self) -> list[str]:
+        return sorted({*self._builtin, *self._extra})
+
+    def get(self, name: str, **params: Any) -> T:
+        """Build one by name; ``params`` go to its constructor (unknown ones are an error)."""
+        if name in self._extra:
+            factory = self._extra[name]
+        elif name in self._builtin:
+            module, attr = self._builtin[name].split(":")
+            factory = getattr(importlib.import_module(module), attr)
+        else:
+            raise StrategyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
+        try:
+            return factory(**params)
+        except TypeError as e:
+            raise StrategyError(f"bad parameters for {self.kind} {name!r}: {e}") from e
+
+
 # One line per built-in strategy: "name": "module:factory".
-_BUILTIN: dict[str, str] = {
-    "uniform": "strategies.baselines:Uniform",
-    "natural": "strategies.baselines:Natural",
-    "temperature": "strategies.baselines:Temperature",
-    "random": "strategies.baselines:RandomSearch",
-    "regmix": "strategies.regmix:RegMix",
-    "admire": "strategies.admire:Admire",
-    "climb": "strategies.climb:Climb",
-}
-_EXTRA: dict[str, Callable[..., Strategy]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Strategy]], Callable[..., Strategy]]:
-    """Decorator adding a third-party strategy factory; duplicate names are an error."""
-
-    def deco(factory: Callable[..., Strategy]) -> Callable[..., Strategy]:
-        if name in _BUILTIN or name in _EXTRA:
-            raise StrategyError(f"a strategy named {name!r} is already registered")
-        _EXTRA[name] = factory
-        return factory
-
-    return deco
-
-
-def available_strategies() -> list[str]:
-    return sorted({*_BUILTIN, *_EXTRA})
-
-
-def get_strategy(name: str, **params: Any) -> Strategy:
-    """Build a strategy by name; ``params`` go to its constructor (unknown ones are an error)."""
-    if name in _EXTRA:
-        factory = _EXTRA[name]
-    elif name in _BUILTIN:
-        module, attr = _BUILTIN[name].split(":")
-        factory = getattr(importlib.import_module(module), attr)
-    else:
-        raise StrategyError(f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")
-    try:
-        return factory(**params)
-    except TypeError as e:
-        raise StrategyError(f"bad parameters for strategy {name!r}: {e}") from e
+STRATEGIES: Registry[Strategy] = Registry(
+    "strategy",
+    {
+        "uniform": "strategies.baselines:Uniform",
+        "natural": "strategies.baselines:Natural",
+        "temperature": "strategies.baselines:Temperature",
+        "random": "strategies.baselines:RandomSearch",
+        "regmix": "strategies.regmix:RegMix",
+        "admire": "strategies.admire:Admire",
+        "climb": "strategies.climb:Climb",
+    },
+)
+register = STRATEGIES.register
+available_strategies = STRATEGIES.available
+get_strategy = STRATEGIES.get

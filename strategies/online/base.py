@@ -14,9 +14,8 @@ The strategy object itself holds only its hyper-parameters.
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from strategies import simplex
 from strategies.base import SearchSpace, StrategyError
+from strategies.registry import Registry
 
 OnlineState = dict[str, Any]
 
@@ -137,42 +137,14 @@ def exponentiated_step(w: np.ndarray, direction: np.ndarray, eta: float) -> np.n
 
 # ---------------------------------------------------------------- registry
 
-_BUILTIN: dict[str, str] = {
-    "aioli": "strategies.online.aioli:Aioli",
-    "dga": "strategies.online.dga:DGA",
-    "doremi": "strategies.online.doremi:DoReMi",
-}
-_EXTRA: dict[str, Callable[..., OnlineStrategy]] = {}
-
-
-def register_online(name: str) -> Callable[[Callable[..., OnlineStrategy]], Callable[..., OnlineStrategy]]:
-    """Decorator adding a third-party online strategy factory; duplicate names are an error."""
-
-    def deco(factory: Callable[..., OnlineStrategy]) -> Callable[..., OnlineStrategy]:
-        if name in _BUILTIN or name in _EXTRA:
-            raise StrategyError(f"an online strategy named {name!r} is already registered")
-        _EXTRA[name] = factory
-        return factory
-
-    return deco
-
-
-def available_online_strategies() -> list[str]:
-    return sorted({*_BUILTIN, *_EXTRA})
-
-
-def get_online_strategy(name: str, **params: Any) -> OnlineStrategy:
-    """Build an online strategy by name; ``params`` go to its constructor (unknown ones are an error)."""
-    if name in _EXTRA:
-        factory = _EXTRA[name]
-    elif name in _BUILTIN:
-        module, attr = _BUILTIN[name].split(":")
-        factory = getattr(importlib.import_module(module), attr)
-    else:
-        raise StrategyError(
-            f"unknown online strategy {name!r}; available: {', '.join(available_online_strategies())}"
-        )
-    try:
-        return factory(**params)
-    except TypeError as e:
-        raise StrategyError(f"bad parameters for online strategy {name!r}: {e}") from e
+ONLINE_STRATEGIES: Registry[OnlineStrategy] = Registry(
+    "online strategy",
+    {
+        "aioli": "strategies.online.aioli:Aioli",
+        "dga": "strategies.online.dga:DGA",
+        "doremi": "strategies.online.doremi:DoReMi",
+    },
+)
+register_online = ONLINE_STRATEGIES.register
+available_online_strategies = ONLINE_STRATEGIES.available
+get_online_strategy = ONLINE_STRATEGIES.get
