@@ -1,0 +1,151 @@
+"""BoTorch plumbing shared by the GP strategies: tensors, the simplex constraint, fitting, mean maximisation.
+
+Mixtures are optimised in their own coordinates: ``x[:k]`` are the domain weights, with the box
+``lo <= w <= hi`` as bounds and ``sum(w) = 1`` as one linear equality constraint that ``optimize_acqf``
+hands to SLSQP. Any columns after ``k`` (a fidelity) are free of that constraint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from botorch.acquisition import PosteriorMean
+from botorch.cross_validation import loo_cv
+from botorch.exceptions import ModelFittingError
+from botorch.fit import fit_gpytorch_mll
+from botorch.models.gpytorch import GPyTorchModel
+from botorch.optim import optimize_acqf
+from gpytorch.likelihoods import GaussianLikelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from numpy.typing import ArrayLike
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from strategies import simplex
+
+logger = logging.getLogger(__name__)
+
+DTYPE = torch.float64
+
+
+def as_tensor(x: ArrayLike) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=float), dtype=DTYPE)
+
+
+def simplex_equality(k: int) -> list[tuple[Tensor, Tensor, float]]:
+    """``sum(x[:k]) = 1`` in ``optimize_acqf``'s ``(indices, coefficients, rhs)`` form."""
+    return [(torch.arange(k), torch.ones(k, dtype=DTYPE), 1.0)]
+
+
+def box(lo: np.ndarray, hi: np.ndarray, extra: int = 0) -> Tensor:
+    """``2 x (k + extra)`` bounds: the weight box, then ``[0, 1]`` for each extra column."""
+    lower = np.concatenate([lo, np.zeros(extra)])
+    upper = np.concatenate([hi, np.ones(extra)])
+    return as_tensor(np.stack([lower, upper]))
+
+
+def fit(model: GPyTorchModel, maxiter: int = 150) -> None:
+    """Fit hyperparameters by marginal likelihood; on failure keep the prior-initialised ones.
+
+    ``maxiter`` caps L-BFGS: left alone it polishes for hundreds of steps (seconds at ~200 points) for
+    hyperparameters that no longer change the posterior in any way that matters.
+    A failed fit (BoTorch already retried from random starts) leaves a usable, if vaguer, model; a
+    proposal from it beats no proposal, so the strategy goes on and says so in the log.
+    """
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    try:
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
+    except ModelFittingError as e:
+        logger.warning("GP hyperparameter fit failed (%s); using the initial hyperparameters", e)
+    model.eval()
+
+
+def feasible_rows(x: Tensor, k: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Weights from optimiser output, projected so rounding error never breaks a bound: ``(n, k)``."""
+    return simplex.project(x[..., :k].reshape(-1, k).detach().cpu().numpy(), lo, hi)
+
+
+def maximise_mean(
+    model: GPyTorchModel,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    fixed: dict[int, float] | None = None,
+    num_restarts: int = 8,
+    raw_samples: int = 512,
+    seed: int = 0,
+) -> np.ndarray:
+    """Local maxima of the posterior mean over the capped simplex, one per restart: ``(num_restarts, k)``.
+
+    ``fixed`` pins extra columns (e.g. ``{k: 1.0}``, the target fidelity); the model must take
+    ``k + len(fixed)`` inputs.
+    """
+    k = len(lo)
+    fixed = fixed or {}
+    x, _ = optimize_acqf(
+        PosteriorMean(model),
+        bounds=box(lo, hi, extra=len(fixed)),
+        q=1,
+        num_restarts=num_restarts,
+        raw_samples=raw_samples,
+        equality_constraints=simplex_equality(k),
+        fixed_features=fixed or None,
+        options={"seed": seed, "maxiter": 200},
+        return_best_only=False,
+    )
+    return feasible_rows(x, k, lo, hi)
+
+
+def with_columns(w: np.ndarray, fixed: dict[int, float]) -> Tensor:
+    """Append the ``fixed`` columns (in index order) to weights ``(n, k)`` → ``(n, k + len(fixed))``."""
+    w = np.atleast_2d(w)
+    extra = [np.full((len(w), 1), fixed[i]) for i in sorted(fixed)]
+    return as_tensor(np.concatenate([w, *extra], axis=1))
+
+
+def mean_and_std(model: GPyTorchModel, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and latent std (no observation noise) at ``x`` ``(n, d)``: two ``(n,)`` arrays."""
+    with torch.no_grad():
+        post = model.posterior(x)
+    mean = post.mean.squeeze(-1).cpu().numpy()  # type: ignore[attr-defined]
+    std = post.variance.clamp_min(0).sqrt().squeeze(-1).cpu().numpy()  # type: ignore[attr-defined]
+    return mean, std
+
+
+def ranked_by_loss(
+    model: GPyTorchModel, pool: np.ndarray, fixed: dict[int, float], n: int
+) -> list[tuple[np.ndarray, float, float]]:
+    """The ``n`` distinct mixtures of ``pool`` with the lowest predicted loss, as ``(w, loss, std)``.
+
+    The model is one fit on *negated* loss (BoTorch maximises), so loss = -mean.
+    """
+    pool = simplex.dedupe(pool, decimals=3)
+    mean, std = mean_and_std(model, with_columns(pool, fixed))
+    order = np.argsort(-mean)[:n]
+    return [(pool[i], float(-mean[i]), float(std[i])) for i in order]
+
+
+def noise_std(model: GPyTorchModel) -> float:
+    """Fitted observation-noise std in the data's own units (undoing ``Standardize``)."""
+    likelihood: GaussianLikelihood = model.likelihood  # type: ignore[assignment]
+    noise = float(likelihood.noise.detach().mean().sqrt())
+    transform = getattr(model, "outcome_transform", None)
+    scale = float(transform.stdvs.squeeze()) if transform is not None else 1.0
+    return noise * scale
+
+
+def loo_spearman(model: GPyTorchModel, rows: list[int]) -> float | None:
+    """Spearman correlation of leave-one-out predictions with observations on ``rows``, or None.
+
+    Hyperparameters stay fixed (BoTorch's closed-form LOO), so this is the cheap, slightly optimistic
+    version of the CV score the RegMix paper reports.
+    """
+    if len(rows) < 4:
+        return None
+    cv = loo_cv(model)
+    predicted = cv.posterior.mean.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
+    observed = cv.observed_Y.reshape(-1).detach().cpu().numpy()[rows]
+    if np.ptp(observed) == 0 or np.ptp(predicted) == 0:
+        return None
+    return float(spearmanr(predicted, observed).statistic)

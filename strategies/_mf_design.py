@@ -1,0 +1,104 @@
+"""Where a multi-fidelity search starts: the fidelity coordinate and a space-filling first design."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from strategies import simplex
+from strategies.base import SearchSpace, StrategyError
+
+
+def _scale(space: SearchSpace) -> np.ndarray:
+    """Declared cost per fidelity (tokens where a cost is missing): what makes one fidelity dearer."""
+    cost = np.array([f.cost for f in space.fidelities], dtype=float)
+    if np.all(cost > 0):
+        return cost
+    tokens = np.array([f.tokens for f in space.fidelities], dtype=float)
+    if np.all(tokens > 0):
+        return tokens
+    raise StrategyError("every fidelity needs a positive cost or token count")
+
+
+def fidelity_coordinates(space: SearchSpace) -> dict[str, float]:
+    """Fidelity name → ``s`` in [0, 1]: log cost, cheapest 0, target 1 (all 1 when costs are equal)."""
+    log_cost = np.log(_scale(space))
+    span = log_cost[-1] - log_cost.min()
+    if span <= 0:
+        return {f.name: 1.0 for f in space.fidelities}
+    s = np.clip((log_cost - log_cost.min()) / span, 0.0, 1.0)
+    return {f.name: float(v) for f, v in zip(space.fidelities, s, strict=True)}
+
+
+def design_counts(space: SearchSpace, n_initial: int) -> dict[str, int]:
+    """Runs per fidelity in the first design: two at the target, the rest ∝ 1/sqrt(cost) below it.
+
+    The target runs pin the GP's offset between fidelities; the cheap ones buy coverage of the simplex.
+    """
+    target = space.target_fidelity.name
+    lower = [f for f in space.fidelities if f.name != target]
+    counts = {f.name: 0 for f in space.fidelities}
+    counts[target] = n_initial if not lower else min(2, n_initial)
+    rest = n_initial - counts[target]
+    if rest <= 0:
+        return counts
+    scale = _scale(space)[:-1]
+    share = rest * scale**-0.5 / np.sum(scale**-0.5)
+    floor = np.floor(share).astype(int)
+    for i in np.argsort(floor - share)[: rest - floor.sum()]:  # largest remainders get the leftovers
+        floor[i] += 1
+    for f, c in zip(lower, floor, strict=True):
+        counts[f.name] += int(c)
+    return counts
+
+
+def space_filling(
+    rng: np.random.Generator,
+    n: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    taken: np.ndarray,
+    tries: int = 10,
+) -> np.ndarray:
+    """``n`` feasible mixtures spread out from each other and from ``taken`` (Mitchell's best candidate).
+
+    Each new point is the one of ``tries`` Dirichlet draws farthest from everything chosen so far, which
+    spreads points evenly without the pull towards vertices that a global maximin design has. The
+    draws mix sparse (alpha 0.5), flat (1) and dense (3) Dirichlets on the capped simplex.
+    """
+    k = len(lo)
+    pool = simplex.dirichlet(rng, np.ones(k), [0.5 * k, 1.0 * k, 3.0 * k], n * tries, lo, hi)
+    chosen: list[np.ndarray] = []
+    existing = np.asarray(taken, dtype=float).reshape(-1, k)
+    for i in range(n):
+        draws = pool[i * tries : (i + 1) * tries]
+        ref = np.concatenate([existing, np.array(chosen).reshape(-1, k)])
+        if len(ref) == 0:
+            chosen.append(draws[0])
+            continue
+        dist = np.linalg.norm(draws[:, None, :] - ref[None, :, :], axis=-1).min(axis=1)
+        chosen.append(draws[int(np.argmax(dist))])
+    return np.array(chosen)
+
+
+class TargetShare:
+    """Keeps at least ``floor`` of all (declared) cost at the target fidelity.
+
+    A cheap fidelity's bias can flip sign near the optimum, where the target's own runs are the only
+    evidence of it; a multi-fidelity kernel fitted on few target runs cannot see this and keeps rating
+    cheap runs as near-perfect stand-ins. The floor guarantees those target runs keep coming.
+    """
+
+    def __init__(self, space: SearchSpace, fidelities: list[str], floor: float) -> None:
+        scale = _scale(space)
+        self.cost = {f.name: float(c / scale[-1]) for f, c in zip(space.fidelities, scale, strict=True)}
+        self.target_name, self.floor = space.target_fidelity.name, floor
+        self.total = sum(self.cost[f] for f in fidelities)
+        self.target = sum(self.cost[f] for f in fidelities if f == self.target_name)
+
+    def target_due(self) -> bool:
+        return self.target < self.floor * self.total
+
+    def add(self, fidelity: str) -> None:
+        self.total += self.cost[fidelity]
+        if fidelity == self.target_name:
+            self.target += self.cost[fidelity]

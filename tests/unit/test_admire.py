@@ -1,0 +1,187 @@
+"""ADMIRE-style multi-fidelity BO: finds a known optimum cheaply, stays feasible, refits from any history."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from strategies import Fidelity, Observation, SearchSpace, get_strategy
+from strategies._mf_acquisition import cost_utility
+from strategies._mf_design import TargetShare, design_counts, fidelity_coordinates
+from strategies.admire import Admire, feasible_set
+from strategies.simplex import is_feasible, project
+
+OPTIMUM = np.array([0.5, 0.3, 0.2])
+
+
+def truth(w: np.ndarray) -> float:
+    return float(1.0 + 2.0 * np.sum((w - OPTIMUM) ** 2))
+
+
+def cheap(w: np.ndarray) -> float:
+    """The cheap fidelity: higher, and biased towards more of domain a."""
+    return truth(w) + 0.3 - 0.4 * (w[0] - 1 / 3)
+
+
+def space3() -> SearchSpace:
+    return SearchSpace(
+        domains=("a", "b", "c"),
+        tokens=(10**9, 10**9, 10**9),
+        target={"a": 1.0},
+        fidelities=(Fidelity("lo", 10**6, 1.0), Fidelity("hi", 10**7, 8.0)),
+    )
+
+
+def capped_space() -> SearchSpace:
+    """A tiny domain whose epoch cap binds harder at the larger budget."""
+    return SearchSpace(
+        domains=("web", "code", "books", "tiny"),
+        tokens=(10_000_000, 3_000_000, 2_000_000, 50_000),
+        target={"web": 0.5, "code": 0.5},
+        fidelities=(Fidelity("xs", 200_000, 1.0), Fidelity("s", 500_000, 3.0), Fidelity("m", 1_000_000, 9.0)),
+        upper=(1.0, 1.0, 0.6, 1.0),
+        max_epochs=2.0,
+    )
+
+
+def observe(sp: SearchSpace, w: np.ndarray, fidelity: str, rng: np.random.Generator) -> Observation:
+    loss = (truth(w) if fidelity == sp.target_fidelity.name else cheap(w)) + rng.normal(0, 0.003)
+    return Observation(tuple(float(v) for v in w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost)
+
+
+def random_history(
+    sp: SearchSpace, n: int, seed: int = 0, fidelities: tuple[str, ...] = ()
+) -> list[Observation]:
+    rng = np.random.default_rng(seed)
+    lo, hi = feasible_set(sp)
+    names = fidelities or tuple(f.name for f in sp.fidelities)
+    out = []
+    for i in range(n):
+        w = project(rng.dirichlet(np.ones(sp.k)), lo, hi)[0]
+        loss = float(1.0 + np.sum((w - 1 / sp.k) ** 2) + rng.normal(0, 0.01))
+        f = names[i % len(names)]
+        out.append(Observation(tuple(w), f, {d: loss for d in sp.target}, loss, sp.fidelity(f).cost))
+    return out
+
+
+def small(polish_iters: int = 0) -> Admire:
+    return Admire(pool_size=128, shortlist=16, polish_iters=polish_iters)
+
+
+def test_finds_the_optimum_of_a_biased_two_fidelity_function() -> None:
+    sp, strategy, rng = space3(), small(), np.random.default_rng(0)
+    history: list[Observation] = []
+    for step in range(7):
+        for cand in strategy.propose(sp, history, 4, seed=step):
+            history.append(observe(sp, np.asarray(cand.weights), cand.fidelity, rng))
+    rec = strategy.recommend(sp, history)
+    w = np.asarray(rec.weights)
+    assert truth(w) - truth(OPTIMUM) < 0.01, (w, rec)
+    assert np.abs(w - OPTIMUM).max() < 0.08
+    assert rec.predicted_loss == pytest.approx(truth(w), abs=0.03)
+    assert rec.std is not None and rec.std >= 0
+    spent = sum(o.cost for o in history) / sp.target_fidelity.cost
+    assert spent < len(history)  # cheap runs did some of the work
+
+
+def test_proposals_lie_on_the_capped_simplex_at_named_fidelities() -> None:
+    sp = capped_space()
+    lo, hi = feasible_set(sp)
+    assert hi[3] < 1.0  # the tiny domain's cap binds
+    names = {f.name for f in sp.fidelities}
+    for history in ([], random_history(sp, 12)):
+        for cand in small(polish_iters=10).propose(sp, history, 5, seed=3):  # SLSQP output stays feasible
+            w = np.asarray(cand.weights)
+            assert cand.fidelity in names
+            assert is_feasible(w, lo, hi, tol=1e-9)[0], cand
+            for f in sp.fidelities:  # feasible at every fidelity's caps, and at the recommendation's
+                assert is_feasible(w, *sp.bounds(f.tokens), tol=1e-9)[0]
+    rec = small().recommend(sp, random_history(sp, 12))
+    assert is_feasible(np.asarray(rec.weights), *sp.bounds(sp.recommend_budget()), tol=1e-9)[0]
+    assert all(is_feasible(np.asarray(w), lo, hi, tol=1e-9)[0] for w, _ in rec.alternatives)
+
+
+def test_first_design_spends_most_runs_at_the_cheaper_fidelities() -> None:
+    sp = capped_space()
+    counts = design_counts(sp, 12)
+    assert counts["m"] == 2 and sum(counts.values()) == 12 and counts["xs"] > counts["s"] > 0
+    strategy = Admire(n_initial=12, pool_size=128, shortlist=16, polish_iters=10)
+    proposed = [c.fidelity for c in strategy.propose(sp, [], 12, seed=0)]
+    assert sorted(proposed) == sorted(name for name, c in counts.items() for _ in range(c))
+
+
+def test_refit_handles_duplicates_and_a_history_only_at_the_target_fidelity() -> None:
+    sp = capped_space()
+    base = random_history(sp, 6, fidelities=("m",))
+    rng = np.random.default_rng(1)
+    dupes = [
+        Observation(o.weights, o.fidelity, o.losses, o.target_loss + rng.normal(0, 0.01), o.cost)
+        for o in base
+        for _ in range(3)
+    ]
+    history = base + dupes  # imported runs: target fidelity only, each mixture four times
+    rec = small().recommend(sp, history)
+    assert np.isfinite(rec.predicted_loss) and rec.diagnostics["n_target"] == len(history)
+    cands = small().propose(sp, history, 3, seed=0)
+    assert len(cands) == 3 and all(c.fidelity in {"xs", "s", "m"} for c in cands)
+
+
+def test_non_finite_losses_are_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    sp = capped_space()
+    history = random_history(sp, 12)
+    bad = [
+        Observation(history[0].weights, "m", {"web": np.nan}, float("nan"), 9.0),
+        Observation(history[1].weights, "xs", {"web": np.inf}, float("inf"), 1.0),
+    ]
+    with caplog.at_level(logging.WARNING, logger="strategies.admire"):
+        rec = small().recommend(sp, history + bad)
+    assert "non-finite" in caplog.text
+    assert rec.diagnostics["n_dropped"] == 2 and np.isfinite(rec.predicted_loss)
+
+
+def test_same_seed_same_proposals() -> None:
+    sp = capped_space()
+    history = random_history(sp, 12)
+    first = small().propose(sp, history, 3, seed=11)
+    assert small().propose(sp, history, 3, seed=11) == first
+    assert (
+        get_strategy("admire", pool_size=128, shortlist=16, polish_iters=0).propose(sp, history, 3, 11)
+        == first
+    )
+    assert small().propose(sp, [], 4, seed=1) != small().propose(sp, [], 4, seed=2)
+
+
+def test_fidelity_coordinate_is_log_cost_and_cost_model_follows_observed_costs() -> None:
+    sp = capped_space()
+    s = fidelity_coordinates(sp)
+    assert s == pytest.approx({"xs": 0.0, "s": 0.5, "m": 1.0})
+    x = torch.tensor([[0.25, 0.25, 0.25, 0.25, v] for v in (0.0, 0.5, 1.0)], dtype=torch.float64)
+
+    def relative_cost(history: list[Observation]) -> np.ndarray:
+        utility = cost_utility(sp, history, s)
+        return utility.cost_objective(utility.cost_model(x)).detach().numpy()
+
+    assert relative_cost([]) == pytest.approx([1 / 9, 1 / 3, 1.0])  # declared costs
+    w = (0.25, 0.25, 0.25, 0.25)
+    observed = [
+        Observation(w, "xs", {}, 1.0, 4.0),
+        Observation(w, "s", {}, 1.0, 6.0),
+        Observation(w, "m", {}, 1.0, 9.0),
+    ]
+    assert relative_cost(observed) == pytest.approx([4 / 9, 6 / 9, 1.0], rel=0.05)  # log-linear fit
+
+
+def test_target_share_floor_sends_runs_to_the_target_fidelity() -> None:
+    sp = capped_space()
+    share = TargetShare(sp, ["xs"] * 9 + ["m"], floor=0.5)  # costs 1/9 each and 1: share 0.5
+    assert not share.target_due()
+    share.add("xs")
+    assert share.target_due()
+    share.add("m")
+    assert not share.target_due()
+    cheap_only = random_history(sp, 12, fidelities=("xs", "s"))
+    picks = [c.fidelity for c in small().propose(sp, cheap_only, 3, 0)]
+    assert picks.count("m") >= 1
