@@ -140,6 +140,6 @@ def _windows_of(tokens: np.ndarray, seq_len: int, n: int) -> tuple[torch.Tensor,
     if len(tokens) < seq_len + 1:
         raise ValueError(f"held-out text of {len(tokens)} tokens is shorter than one window ({seq_len + 1})")
     starts = np.unique(np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64))
-    seqs = np.stack([np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts])  # (n, T+1)
-    seqs = torch.from_numpy(seqs)
+    rows = [np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts]
+    seqs = torch.from_numpy(np.stack(rows))  # (n, T+1)
     return seqs[:, :-1], seqs[:, 1:]
