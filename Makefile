@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m app.cli demo
 
 lint: install
-	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench
+	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench examples
 	$(PY) -m mypy
 
 test: install browser lint
