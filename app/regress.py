@@ -45,8 +45,9 @@ def _write(path: Path, text: str) -> None:
         raise StrategyError(f"cannot write {path}: {e.strerror}") from e
 
 
-def _space(mix: Table, target: dict[str, float], tokens: Path | None, budget: int | None,
-           max_epochs: float) -> SearchSpace:
+def _space(
+    mix: Table, target: dict[str, float], tokens: Path | None, budget: int | None, max_epochs: float
+) -> SearchSpace:
     """Domains from the mixture columns; the prior from ``tokens`` or else the mean training mixture."""
     if tokens is not None:
         table = parse_table(_read(tokens), str(tokens))
@@ -60,8 +61,12 @@ def _space(mix: Table, target: dict[str, float], tokens: Path | None, budget: in
     else:
         counts = tuple(max(1, round(w * 1e9)) for w in mix.values.mean(axis=0))
     return SearchSpace(
-        domains=mix.columns, tokens=counts, target=target, fidelities=(Fidelity(FIDELITY, 0, 0.0),),
-        max_epochs=max_epochs, target_tokens=budget,
+        domains=mix.columns,
+        tokens=counts,
+        target=target,
+        fidelities=(Fidelity(FIDELITY, 0, 0.0),),
+        max_epochs=max_epochs,
+        target_tokens=budget,
     )
 
 
@@ -90,8 +95,10 @@ def regress(
         if fitted is None:
             raise StrategyError(f"{len(mix.index)} runs are too few to fit; RegMix needs at least {MIN_RUNS}")
         report = fitted.ensemble.report
-        typer.echo(f"{model.value} on {report.n_train} runs, {report.folds}-fold CV: "
-                   f"spearman {100 * report.spearman:.2f}, MAE {report.mae:.4f}")
+        typer.echo(
+            f"{model.value} on {report.n_train} runs, {report.folds}-fold CV: "
+            f"spearman {100 * report.spearman:.2f}, MAE {report.mae:.4f}"
+        )
         if predict is not None:
             new = parse_mixtures(_read(predict), str(predict))
             extra = sorted(set(new.columns) ^ set(mix.columns))
@@ -118,8 +125,10 @@ def _print_recommendation(strategy: RegMix, space: SearchSpace, fitted: MixtureM
     typer.echo(f"\n{'domain':<{width}}  {'prior':>7}  {'regmix':>7}  {'cap':>6}")
     for d, p, w, cap in zip(space.domains, prior, rec.weights, hi, strict=True):
         typer.echo(f"{d:<{width}}  {p:7.4f}  {w:7.4f}  {min(cap, 1.0):6.3f}")
-    typer.echo(f"predicted loss: regmix {rec.predicted_loss:.4f} ± {rec.std:.4f}, "
-               f"prior {rec.diagnostics['predicted_prior']:.4f}")
+    typer.echo(
+        f"predicted loss: regmix {rec.predicted_loss:.4f} ± {rec.std:.4f}, "
+        f"prior {rec.diagnostics['predicted_prior']:.4f}"
+    )
 
 
 regress_app = typer.Typer(help="Fit RegMix to RegMix-style CSVs of finished runs.")

@@ -103,13 +103,18 @@ def login(
         project_for_key(session=session, key=key.strip())
     except Unauthorized:
         return templates.TemplateResponse(
-            request, "login.html",
+            request,
+            "login.html",
             {"next": _safe_next(next_path), "error": "That key is not valid for any project."},
             status_code=401,
         )
     response = RedirectResponse(_safe_next(next_path), status_code=303)
     response.set_cookie(
-        COOKIE, key.strip(), max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="lax",
+        COOKIE,
+        key.strip(),
+        max_age=COOKIE_MAX_AGE_S,
+        httponly=True,
+        samesite="lax",
         secure=request.url.scheme == "https",
     )
     return response
@@ -143,7 +148,8 @@ def experiment_page(
     except NotFound as e:
         return _not_found(request, project, e.message)
     return templates.TemplateResponse(
-        request, "experiment.html",
+        request,
+        "experiment.html",
         {"project": project, "experiment": insights.summary(session, experiment)},
     )
 

@@ -217,7 +217,10 @@ def cluster_documents(
     clusters = _describe(docs, x, labels, n_terms, n_samples)
     logger.info(
         "clustered %d documents: %d initial → %d after merging → %d after pruning",
-        len(docs), k0, n_after_merge, len(clusters),
+        len(docs),
+        k0,
+        n_after_merge,
+        len(clusters),
     )
     return ClusteringResult(clusters, labels, k0, n_after_merge, docs_per_s)
 

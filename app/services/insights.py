@@ -166,8 +166,21 @@ def _summary(out: ExperimentOut) -> ExperimentSummary:
         runs_done=out.run_counts.get("succeeded", 0),
         runs_total=sum(out.run_counts.values()),
         live=out.status in LIVE_STATUSES,
-        **out.model_dump(include={"id", "name", "status", "strategy", "executor", "run_counts", "spent",
-                                  "budget", "best_loss", "error", "created_at"}),
+        **out.model_dump(
+            include={
+                "id",
+                "name",
+                "status",
+                "strategy",
+                "executor",
+                "run_counts",
+                "spent",
+                "budget",
+                "best_loss",
+                "error",
+                "created_at",
+            }
+        ),
     )
 
 
@@ -184,7 +197,9 @@ def _succeeded(session: Session, experiment: Experiment) -> tuple[int, list[Any]
     total = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
     rows = session.execute(
         select(Run.id, Run.weights, Run.fidelity, Run.losses, Run.target_loss)
-        .where(*where).order_by(Run.id.desc()).limit(MAX_RUNS)
+        .where(*where)
+        .order_by(Run.id.desc())
+        .limit(MAX_RUNS)
     ).all()
     return total, rows[::-1]
 
@@ -224,12 +239,14 @@ def _history(rows: list[Any], fidelities: list[str], first: int) -> History:
     for fid in fidelities:
         picked = [(first + i, r) for i, r in enumerate(rows) if r.fidelity == fid]
         if picked:
-            series.append(FidelitySeries(
-                fidelity=fid,
-                order=[o for o, _ in picked],
-                run_ids=[r.id for _, r in picked],
-                target_loss=[float(r.target_loss) for _, r in picked],
-            ))
+            series.append(
+                FidelitySeries(
+                    fidelity=fid,
+                    order=[o for o, _ in picked],
+                    run_ids=[r.id for _, r in picked],
+                    target_loss=[float(r.target_loss) for _, r in picked],
+                )
+            )
     best_order: list[int] = []
     best_loss: list[float] = []
     if series and series[-1].fidelity == fidelities[-1]:
@@ -266,8 +283,11 @@ def _mixture(session: Session, experiment: Experiment) -> MixtureBars | None:
 def _fit(experiment: Experiment, rows: list[Any], fidelity: str) -> FitQuality:
     """Out-of-fold predictions of the target loss from the weights, at the target fidelity."""
     if len(rows) < MIN_FIT_RUNS:
-        return FitQuality(fidelity=fidelity, note=f"needs {MIN_FIT_RUNS} succeeded runs at fidelity "
-                                                  f"{fidelity!r}; there are {len(rows)} so far")
+        return FitQuality(
+            fidelity=fidelity,
+            note=f"needs {MIN_FIT_RUNS} succeeded runs at fidelity "
+            f"{fidelity!r}; there are {len(rows)} so far",
+        )
     X = np.asarray([r.weights for r in rows], dtype=float)
     y = np.asarray([r.target_loss for r in rows], dtype=float)
     model = experiment.strategy_params.get("model")  # the strategy's own regressor, if it names one
@@ -284,8 +304,14 @@ def _fit(experiment: Experiment, rows: list[Any], fidelity: str) -> FitQuality:
         return FitQuality(fidelity=fidelity, note=f"the {model} fit failed: {e}")
     rho, mae = score(y, oof)
     return FitQuality(
-        fidelity=fidelity, model=model, folds=len(splits), run_ids=[r.id for r in rows],
-        actual=y.tolist(), predicted=oof.tolist(), spearman=rho, mae=mae,
+        fidelity=fidelity,
+        model=model,
+        folds=len(splits),
+        run_ids=[r.id for r in rows],
+        actual=y.tolist(),
+        predicted=oof.tolist(),
+        spearman=rho,
+        mae=mae,
     )
 
 
@@ -321,8 +347,17 @@ def runs_table(*, session: Session, experiment: Experiment, limit: int) -> RunsT
         experiment=out,
         total=out.runs_total,
         rows=[
-            RunRow(id=r.id, status=r.status, fidelity=r.fidelity, origin=r.origin, attempts=r.attempts,
-                   target_loss=r.target_loss, duration_s=_duration(r), error=r.error, created_at=r.created_at)
+            RunRow(
+                id=r.id,
+                status=r.status,
+                fidelity=r.fidelity,
+                origin=r.origin,
+                attempts=r.attempts,
+                target_loss=r.target_loss,
+                duration_s=_duration(r),
+                error=r.error,
+                created_at=r.created_at,
+            )
             for r in rows
         ],
     )
@@ -339,8 +374,11 @@ def run_detail(*, session: Session, experiment: Experiment, run_id: int) -> RunD
             columns=[[float(w.get(d, 0.0)) for _, w in points] for d in names],
         )
     return RunDetail(
-        experiment=summary(session, experiment), run=run_out(experiment, run), duration_s=_duration(run),
-        domains=names, trajectory=trajectory,
+        experiment=summary(session, experiment),
+        run=run_out(experiment, run),
+        duration_s=_duration(run),
+        domains=names,
+        trajectory=trajectory,
     )
 
 
@@ -348,8 +386,9 @@ def export_mixture(*, session: Session, experiment: Experiment, fmt: ExportForma
     """The latest recommendation as (body, media type, file name), ready to download."""
     rec = latest_recommendation(session=session, experiment=experiment)
     if rec is None:
-        raise NotFound("no recommendation yet: it appears after the first batch of runs",
-                       code="no_recommendation")
+        raise NotFound(
+            "no recommendation yet: it appears after the first batch of runs", code="no_recommendation"
+        )
     weights = dict(zip(domain_names(experiment), map(float, rec.weights), strict=True))
     doc = {
         "experiment": experiment.id,

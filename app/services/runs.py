@@ -237,8 +237,9 @@ def ask(*, session: Session, experiment: Experiment) -> Run:
     if experiment.status == "done":
         raise Conflict("the budget is spent; read the recommendation", code="budget_spent")
     if experiment.status != "running":
-        raise Conflict(f"experiment is {experiment.status}; only a running experiment hands out runs",
-                       code="bad_status")
+        raise Conflict(
+            f"experiment is {experiment.status}; only a running experiment hands out runs", code="bad_status"
+        )
     try:
         advance(session, experiment.id)
     except StrategyError as e:

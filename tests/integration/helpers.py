@@ -11,9 +11,16 @@ def external_spec(**over: Any) -> dict[str, Any]:
         "name": "ext",
         "executor": "external",
         "strategy": "random",
-        "domains": [{"name": "web", "tokens": 10**9}, {"name": "code", "tokens": 10**8}, {"name": "law", "tokens": 10**8}],
+        "domains": [
+            {"name": "web", "tokens": 10**9},
+            {"name": "code", "tokens": 10**8},
+            {"name": "law", "tokens": 10**8},
+        ],
         "target": {"web": 0.5, "code": 0.5},
-        "fidelities": [{"name": "small", "tokens": 10**6, "cost": 1.0}, {"name": "big", "tokens": 10**7, "cost": 4.0}],
+        "fidelities": [
+            {"name": "small", "tokens": 10**6, "cost": 1.0},
+            {"name": "big", "tokens": 10**7, "cost": 4.0},
+        ],
         "budget": 4,
         "parallelism": 2,
     }

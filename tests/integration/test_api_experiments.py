@@ -23,13 +23,18 @@ def test_health_and_openapi(api) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_create_get_and_paginate(api, auth) -> None:  # type: ignore[no-untyped-def]
-    ids = [api.post("/api/v1/experiments", json=external_spec(name=f"e{i}"), headers=auth).json()["id"] for i in range(5)]
+    ids = [
+        api.post("/api/v1/experiments", json=external_spec(name=f"e{i}"), headers=auth).json()["id"]
+        for i in range(5)
+    ]
     one = api.get(f"/api/v1/experiments/{ids[0]}", headers=auth).json()
     assert one["status"] == "draft" and [d["name"] for d in one["domains"]] == ["web", "code", "law"]
     assert [f["name"] for f in one["fidelities"]] == ["small", "big"]
     seen, after = [], None
     while True:
-        page = api.get("/api/v1/experiments", params={"limit": 2, **({"after": after} if after else {})}, headers=auth).json()
+        page = api.get(
+            "/api/v1/experiments", params={"limit": 2, **({"after": after} if after else {})}, headers=auth
+        ).json()
         seen += [e["id"] for e in page["items"]]
         after = page["next_after"]
         if after is None:

@@ -23,7 +23,9 @@ def test_ask_tell_until_budget_then_final_recommendation(api, auth) -> None:  # 
             break
         trial = resp.json()["run"]
         assert abs(sum(trial["weights"].values()) - 1) < 1e-9 and trial["fidelity"] == "big"
-        out = api.post(f"{base}/runs/{trial['id']}/result", json={"losses": fake_losses(trial["weights"])}, headers=auth)
+        out = api.post(
+            f"{base}/runs/{trial['id']}/result", json={"losses": fake_losses(trial["weights"])}, headers=auth
+        )
         assert out.status_code == 200 and out.json()["status"] == "succeeded"
         told += 1
     assert told == 5
@@ -102,11 +104,16 @@ def test_import_runs_feeds_the_strategy_and_costs_no_budget(api, auth) -> None: 
     out = api.post(f"{base}/runs/import", json={"runs": runs}, headers=auth)
     assert out.status_code == 201 and out.json()["imported"] == 12
     assert api.get(base, headers=auth).json()["spent"] == 0
-    bad = api.post(f"{base}/runs/import", json={"runs": [{"weights": {"web": 0.5, "code": 0.6}, "losses": {}}]},
-                   headers=auth)
+    bad = api.post(
+        f"{base}/runs/import",
+        json={"runs": [{"weights": {"web": 0.5, "code": 0.6}, "losses": {}}]},
+        headers=auth,
+    )
     assert bad.status_code == 422 and "sum to 1.1" in bad.json()["error"]["message"]
     unknown = [{"weights": {"web": 0.5, "xyz": 0.5}, "losses": {"web": 1.0, "code": 1.0}}]
-    assert error_code(api.post(f"{base}/runs/import", json={"runs": unknown}, headers=auth)) == "unknown_domain"
+    assert (
+        error_code(api.post(f"{base}/runs/import", json={"runs": unknown}, headers=auth)) == "unknown_domain"
+    )
     assert api.get(f"{base}/runs", headers=auth).json()["items"].__len__() == 12
 
 

@@ -117,8 +117,15 @@ def test_worker_survives_sigkill_mid_run(service_env, tmp_path: Path) -> None:  
             base = f"/api/v1/experiments/{exp['id']}"
             for name in ("sports", "code"):
                 path = write_jsonl(tmp_path / f"{name}.jsonl", take(documents(name), max_chars=150_000))
-                assert api.put(f"{base}/domains/{name}/corpus", params={"filename": path.name},
-                               content=path.read_bytes(), headers=auth).status_code == 200
+                assert (
+                    api.put(
+                        f"{base}/domains/{name}/corpus",
+                        params={"filename": path.name},
+                        content=path.read_bytes(),
+                        headers=auth,
+                    ).status_code
+                    == 200
+                )
             assert api.post(f"{base}/start", headers=auth).json()["status"] == "preparing"
 
             def running_with_progress():  # type: ignore[no-untyped-def]

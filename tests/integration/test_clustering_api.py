@@ -15,7 +15,12 @@ def test_unlabeled_corpus_is_split_into_domains(api, auth, settings_env) -> None
 
     docs = [d[:600] for d in take(documents("code"), max_docs=25) + take(documents("sports"), max_docs=25)]
     body = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode()
-    spec = {"name": "pile", "cluster": {"initial_k": 8}, "strategy": "climb", "fidelities": [{"preset": "xs", "tokens": 8000}]}
+    spec = {
+        "name": "pile",
+        "cluster": {"initial_k": 8},
+        "strategy": "climb",
+        "fidelities": [{"preset": "xs", "tokens": 8000}],
+    }
     exp = api.post("/api/v1/experiments", json=spec, headers=auth)
     assert exp.status_code == 201, exp.text
     base = f"/api/v1/experiments/{exp.json()['id']}"

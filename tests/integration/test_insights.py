@@ -18,8 +18,16 @@ ONLINE_STEPS = (10, 20, 30)
 OOM = "RuntimeError: CUDA out of memory"
 
 
-def populate(client: Any, auth: dict[str, str], *, n_big: int = 30, n_small: int = 8, seed: int = 0,
-             finish: bool = False, **spec: Any) -> dict[str, Any]:
+def populate(
+    client: Any,
+    auth: dict[str, str],
+    *,
+    n_big: int = 30,
+    n_small: int = 8,
+    seed: int = 0,
+    finish: bool = False,
+    **spec: Any,
+) -> dict[str, Any]:
     """An external experiment with imported runs at two fidelities, a failed run, a told run and an online
     session, through any client with `post` and `get` (a TestClient here and in the browser tests)."""
     exp = client.post("/api/v1/experiments", json=external_spec(**spec), headers=auth).json()
@@ -30,8 +38,10 @@ def populate(client: Any, auth: dict[str, str], *, n_big: int = 30, n_small: int
     for fidelity, n in (("small", n_small), ("big", n_big)):
         for w in rng.dirichlet(np.ones(len(DOMAINS)), n):
             weights = dict(zip(DOMAINS, map(float, w), strict=True))
-            losses = {d: v + 0.5 * (fidelity == "small") + rng.normal(0, 0.02)
-                      for d, v in fake_losses(weights).items()}
+            losses = {
+                d: v + 0.5 * (fidelity == "small") + rng.normal(0, 0.02)
+                for d, v in fake_losses(weights).items()
+            }
             runs.append({"weights": weights, "losses": losses, "fidelity": fidelity})
     imported = client.post(f"{base}/runs/import", json={"runs": runs}, headers=auth)
     assert imported.status_code == 201, imported.text
@@ -44,16 +54,22 @@ def populate(client: Any, auth: dict[str, str], *, n_big: int = 30, n_small: int
             break
         run = asked.json()["run"]
         told = told or run["id"]
-        client.post(f"{base}/runs/{run['id']}/result",
-                    json={"losses": fake_losses(run["weights"]), "wall_s": 12.5}, headers=auth)
+        client.post(
+            f"{base}/runs/{run['id']}/result",
+            json={"losses": fake_losses(run["weights"]), "wall_s": 12.5},
+            headers=auth,
+        )
         if not finish:
             break
     online = f"{base}/online-sessions"
     sid = client.post(online, json={"strategy": "doremi"}, headers=auth).json()["id"]
     for step in ONLINE_STEPS:
         losses = {"web": 3.0 - step / 100, "code": 2.0, "law": 2.2}
-        client.post(f"{online}/{sid}/update", headers=auth,
-                    json={"step": step, "losses": losses, "reference_losses": {d: 2.0 for d in DOMAINS}})
+        client.post(
+            f"{online}/{sid}/update",
+            headers=auth,
+            json={"step": step, "losses": losses, "reference_losses": {d: 2.0 for d in DOMAINS}},
+        )
     return {"id": exp["id"], "base": base, "runs": runs, "failed": failed, "told": told}
 
 
@@ -144,8 +160,9 @@ def test_runs_table_and_run_detail(api, auth) -> None:  # type: ignore[no-untype
     from app.models import Run
 
     with session_scope() as session:  # what the trainer stores for a worker run: (step, weights) pairs
-        session.get(Run, exp["told"]).extra = {"trajectory": [[0, {"web": 0.5, "code": 0.5}],
-                                                              [50, {"web": 0.2, "code": 0.3, "law": 0.5}]]}
+        session.get(Run, exp["told"]).extra = {
+            "trajectory": [[0, {"web": 0.5, "code": 0.5}], [50, {"web": 0.2, "code": 0.3, "law": 0.5}]]
+        }
     traj = api.get(f"{exp['base']}/dashboard/runs/{exp['told']}", headers=auth).json()["trajectory"]
     assert traj == {"steps": [0, 50], "columns": [[0.5, 0.2], [0.5, 0.3], [0.0, 0.5]]}
     missing = api.get(f"{exp['base']}/dashboard/runs/999999", headers=auth)

@@ -19,14 +19,16 @@ def test_session_updates_and_survives_restart(api, auth, settings_env) -> None: 
     assert abs(sum(w0.values()) - 1) < 1e-9
     losses = {"web": 3.0, "code": 2.0, "law": 2.0}
     ref = {"web": 2.0, "code": 2.0, "law": 2.0}  # web has the largest excess loss
-    w1 = api.post(f"{base}/{sid}/update", json={"step": 10, "losses": losses, "reference_losses": ref},
-                  headers=auth).json()["weights"]
+    w1 = api.post(
+        f"{base}/{sid}/update", json={"step": 10, "losses": losses, "reference_losses": ref}, headers=auth
+    ).json()["weights"]
     assert w1["web"] > w0["web"]
     with TestClient(create_app()) as restarted:  # a fresh app: nothing kept in memory
         after = restarted.get(f"{base}/{sid}", headers=auth).json()
         assert after["weights"] == w1 and [t["step"] for t in after["trajectory"]] == [0, 10]
-        w2 = restarted.post(f"{base}/{sid}/update", json={"step": 20, "losses": losses, "reference_losses": ref},
-                            headers=auth).json()["weights"]
+        w2 = restarted.post(
+            f"{base}/{sid}/update", json={"step": 20, "losses": losses, "reference_losses": ref}, headers=auth
+        ).json()["weights"]
     assert w2["web"] > w1["web"]
 
 

@@ -1,4 +1,4 @@
-"""10,000 runs in one experiment: listing and refitting issue a constant number of queries (no per-row I/O)."""
+"""10,000 runs in one experiment: listing and refitting issue O(1) queries (no per-row I/O)."""
 
 from __future__ import annotations
 

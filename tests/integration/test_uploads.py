@@ -23,7 +23,9 @@ def draft(api, auth):  # type: ignore[no-untyped-def]
 
 
 def _put(api, auth, base, domain, body, filename):  # type: ignore[no-untyped-def]
-    return api.put(f"{base}/domains/{domain}/corpus", params={"filename": filename}, content=body, headers=auth)
+    return api.put(
+        f"{base}/domains/{domain}/corpus", params={"filename": filename}, content=body, headers=auth
+    )
 
 
 def _stored_files(settings_env) -> list[str]:  # type: ignore[no-untyped-def]
@@ -54,7 +56,9 @@ BAD_UPLOADS = [
 
 
 @pytest.mark.parametrize(("body", "filename", "status", "code"), BAD_UPLOADS)
-def test_bad_uploads_are_rejected_and_nothing_stored(api, auth, draft, settings_env, body, filename, status, code):  # type: ignore[no-untyped-def]
+def test_bad_uploads_are_rejected_and_nothing_stored(
+    api, auth, draft, settings_env, body, filename, status, code
+):  # type: ignore[no-untyped-def]
     resp = _put(api, auth, draft, "sport", body, filename)
     assert (resp.status_code, error_code(resp)) == (status, code), resp.text
     assert api.get(draft, headers=auth).json()["domains"][0]["sha256"] is None

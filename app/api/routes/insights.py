@@ -60,5 +60,6 @@ def export(
         session=session, project_id=project.id, experiment_id=experiment_id
     )
     body, media_type, filename = service.export_mixture(session=session, experiment=experiment, fmt=fmt)
-    return Response(body, media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
