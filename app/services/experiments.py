@@ -128,33 +128,41 @@ def best_losses(*, session: Session, experiment_ids: list[int]) -> dict[int, flo
     return {exp_id: loss for exp_id, loss in rows if loss is not None}
 
 
-def spent_budget(*, session: Session, experiment: Experiment) -> float:
-    """Budget used by live and finished runs (imported ones are free), in target-fidelity-equivalent runs."""
+def spent_budgets(*, session: Session, experiments: list[Experiment]) -> dict[int, float]:
+    """Budget used by live and finished runs (imported ones are free), in target-fidelity-equivalent runs.
+
+    One grouped query for all ``experiments``.
+    """
     from app.services.loop import run_units
 
+    by_id = {e.id: e for e in experiments}
+    spent = dict.fromkeys(by_id, 0.0)
     rows = session.execute(
-        select(Run.fidelity, func.count())
+        select(Run.experiment_id, Run.fidelity, func.count())
         .where(
-            Run.experiment_id == experiment.id,
+            Run.experiment_id.in_(by_id),
             Run.status.in_(("queued", "running", "succeeded")),
             Run.origin != "import",
         )
-        .group_by(Run.fidelity)
+        .group_by(Run.experiment_id, Run.fidelity)
     )
-    return sum(run_units(experiment, fid) * n for fid, n in rows)
+    for exp_id, fid, n in rows:
+        spent[exp_id] += run_units(by_id[exp_id], fid) * n
+    return spent
 
 
 def to_out(*, session: Session, experiments: list[Experiment]) -> list[ExperimentOut]:
     ids = [e.id for e in experiments]
     counts = run_counts(session=session, experiment_ids=ids)
     best = best_losses(session=session, experiment_ids=ids)
+    spent = spent_budgets(session=session, experiments=experiments)
     out = []
     for e in experiments:
         data = {c: getattr(e, c) for c in ExperimentOut.model_fields if hasattr(e, c) and c != "domains"}
         data["domains"] = [DomainOut.model_validate(d) for d in e.domains]
         data["run_counts"] = counts[e.id]
         data["best_loss"] = best.get(e.id)
-        data["spent"] = spent_budget(session=session, experiment=e)
+        data["spent"] = spent[e.id]
         out.append(ExperimentOut(**data))
     return out
 

@@ -94,9 +94,9 @@ def advance(session: Session, experiment_id: int) -> list[int]:
     if counts.get("failed", 0) > MAX_FAILURE_RATIO * experiment.budget + 3:
         _finish(session, experiment, "failed", error=f"{counts['failed']} runs failed; see their errors")
         return []
-    from app.services.experiments import spent_budget
+    from app.services.experiments import spent_budgets
 
-    remaining = experiment.budget - spent_budget(session=session, experiment=experiment)
+    remaining = experiment.budget - spent_budgets(session=session, experiments=[experiment])[experiment.id]
     space = build_space(experiment)
     hist = history(session, experiment)
     _maybe_refit(session, experiment, space, hist)

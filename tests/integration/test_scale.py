@@ -54,4 +54,8 @@ def test_ten_thousand_runs(api, auth, settings_env) -> None:  # type: ignore[no-
     assert len(hist) == 10_000 and fit.n == 1
     with QueryCounter(engine) as listing:
         api.get("/api/v1/experiments", headers=auth)
-    assert listing.n <= 8
+    for i in range(4):
+        api.post("/api/v1/experiments", json=external_spec(name=f"more-{i}"), headers=auth)
+    with QueryCounter(engine) as longer_listing:
+        assert len(api.get("/api/v1/experiments", headers=auth).json()["items"]) == 5
+    assert listing.n == longer_listing.n <= 8  # no query per experiment
