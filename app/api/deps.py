@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
-from app.core.db import new_session
+from app.core.db import session_scope
 from app.errors import Unauthorized
 from app.models import Project
 from app.services.projects import project_for_key
@@ -18,15 +18,8 @@ COOKIE = "mixlab_key"
 
 
 def get_db() -> Iterator[Session]:
-    session = new_session()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit before the response is sent, so a client never races its own write.
