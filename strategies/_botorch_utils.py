@@ -122,7 +122,7 @@ def ranked_by_loss(
     """
     pool = simplex.dedupe(pool, decimals=3)
     mean, std = mean_and_std(model, with_columns(pool, fixed))
-    order = np.argsort(-mean)[:n]
+    order = np.argsort(-mean, kind="stable")[:n]
     return [(pool[i], float(-mean[i]), float(std[i])) for i in order]
 
 

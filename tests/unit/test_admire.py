@@ -11,6 +11,7 @@ import torch
 from strategies import Fidelity, Observation, SearchSpace, get_strategy
 from strategies._mf_acquisition import cost_utility
 from strategies._mf_design import TargetShare, design_counts, fidelity_coordinates
+from strategies._mf_model import _fit_subset, fit_model
 from strategies.admire import Admire, feasible_set
 from strategies.simplex import is_feasible, project
 
@@ -185,3 +186,13 @@ def test_target_share_floor_sends_runs_to_the_target_fidelity() -> None:
     cheap_only = random_history(sp, 12, fidelities=("xs", "s"))
     picks = [c.fidelity for c in small().propose(sp, cheap_only, 3, 0)]
     assert picks.count("m") >= 1
+
+
+def test_hyperparameters_from_a_subset_posterior_from_every_run() -> None:
+    sp = capped_space()
+    history = random_history(sp, 24)
+    model = fit_model(sp, history, fidelity_coordinates(sp), max_fit=10)
+    assert model.train_inputs[0].shape == (24, sp.k + 1)  # conditioned on all runs
+    assert _fit_subset(np.array([0.0, 1.0, 0.5, 1.0, 0.0, 0.0]), 4).tolist() == [0, 1, 3, 5]
+    rec = Admire(pool_size=128, shortlist=16, max_fit=10).recommend(sp, history)
+    assert np.isfinite(rec.predicted_loss) and rec.diagnostics["n_observations"] == 24
