@@ -3,11 +3,15 @@
 bf16 autocast is used only where it is measurably faster: on GPUs that support it, and on CPUs whose
 bf16 matmuls (AMX / AVX512-BF16 through oneDNN) beat fp32 on a training-shaped block, forward and
 backward, casts included. The CPU check costs a fraction of a second and runs once per process.
+
+On CPU the allocator matters as much as the kernels: see ``retain_freed_memory``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import logging
 import os
@@ -44,6 +48,42 @@ def set_threads(threads: int | None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+# glibc mallopt(3) parameters
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+@functools.cache
+def retain_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the OS; True if applied.
+
+    A training step allocates and frees the same large tensors every time (the ``(B·T, vocab)`` logits
+    alone are 16 MB). By default glibc serves such blocks with ``mmap`` or trims them off the heap on
+    ``free``, so the next step page-faults the memory back in and the kernel zero-fills it: measured
+    ~13k page faults and ~30 ms of a 190 ms step of the ``s`` preset on 2 cores. Serving blocks up to
+    32 MB (glibc's maximum) from the heap and never trimming it removes 80 % of the faults and makes
+    the step ~18 % faster. The cost is that the process keeps its peak heap until it exits, which suits
+    a worker that trains runs of one size after another. A no-op where the C library is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is None:
+        return False
+    ok = all(
+        mallopt(param, value)
+        for param, value in (
+            (_M_MMAP_THRESHOLD, 32 << 20),
+            (_M_TRIM_THRESHOLD, 1 << 30),
+            (_M_TOP_PAD, 64 << 20),
+        )
+    )
+    logger.debug("glibc malloc tuned for training: %s", ok)
+    return bool(ok)
 
 
 def _time_block(step: Callable[[], None], reps: int = 3) -> float:

@@ -25,7 +25,7 @@ import torch
 
 from proxy_models.controller import ControllerContext, OnlineController
 from proxy_models.data import PreparedData
-from proxy_models.device import autocast, autocast_dtype, resolve_device, set_threads
+from proxy_models.device import autocast, autocast_dtype, resolve_device, retain_freed_memory, set_threads
 from proxy_models.model import GPT, batch_loss, sequence_losses
 from proxy_models.presets import Preset, get_preset
 from proxy_models.sampler import MixtureSampler, check_epochs, eval_windows, normalized_weights
@@ -188,6 +188,7 @@ def train_proxy(
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         set_threads(threads)
+        retain_freed_memory()
     dtype = autocast_dtype(device, cfg.precision)
     weights = normalized_weights(data.domains, cfg.weights)
     if controller is None:
