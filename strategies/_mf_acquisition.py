@@ -1,5 +1,9 @@
-"""The acquisition and optimiser of ``admire``: cost-weighted MF-GIBBON, maximised by batched scoring of
-a candidate pool plus SLSQP polishing on the capped simplex."""
+"""The acquisitions and optimiser of ``admire``.
+
+Two acquisitions, each for the job it does well: cost-weighted MF-GIBBON (information about the best
+target loss per FLOP) decides what the cheap fidelities explore, maximised by batched scoring of a
+candidate pool; log noisy expected improvement at the target fidelity, maximised by SLSQP on the capped
+simplex, places the target runs where the optimum is likely to be."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from functools import partial
 import numpy as np
 import torch
 from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy
 from botorch.acquisition.objective import GenericMCObjective
 from botorch.acquisition.utils import project_to_target_fidelity
@@ -88,8 +93,55 @@ def acquisition(
     )
 
 
+class TargetImprovement:
+    """Picks target-fidelity runs by qLogNEI on the MF model at ``s = 1``, one SLSQP search per pick.
+
+    Max-value entropy spreads target runs over everywhere the optimum *might* be; once the cheap runs
+    have mapped the simplex, target runs earn more where it most likely *is*, which is what expected
+    improvement asks for. Pending target runs (in flight, or picked earlier in this batch) are
+    ``X_pending``, so a batch spreads out; pending cheap runs are not, since their losses are not
+    target losses. The baseline is every observed mixture at ``s = 1``: NEI uses the posterior there,
+    not the observed losses, so cheap runs' mixtures are valid incumbents too.
+    """
+
+    def __init__(
+        self,
+        model: SingleTaskMultiFidelityGP,
+        baseline: torch.Tensor,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        seed: int,
+        num_restarts: int = 2,
+        raw_samples: int = 256,
+        maxiter: int = 50,
+    ) -> None:
+        self.model, self.baseline, self.lo, self.hi, self.seed = model, baseline, lo, hi, seed
+        self.num_restarts, self.raw_samples, self.maxiter = num_restarts, raw_samples, maxiter
+
+    def pick(self, pending: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The next target run ``(k + 1,)`` given pending target runs ``(k + 1,)`` each."""
+        k = len(self.lo)
+        acq = qLogNoisyExpectedImprovement(
+            self.model,
+            X_baseline=self.baseline,
+            X_pending=torch.stack(list(pending)) if pending else None,
+        )
+        x, _ = optimize_acqf(
+            acq,
+            bounds=bt.box(self.lo, self.hi, extra=1),
+            q=1,
+            num_restarts=self.num_restarts,
+            raw_samples=self.raw_samples,
+            fixed_features={k: 1.0},
+            equality_constraints=bt.simplex_equality(k),
+            options={"seed": self.seed + len(pending), "maxiter": self.maxiter},
+        )
+        return x.detach().reshape(-1)
+
+
 def optimise(
     acq: qMultiFidelityLowerBoundMaxValueEntropy,
+    target: TargetImprovement,
     pool: np.ndarray,
     coords: dict[str, float],
     share: TargetShare,
@@ -98,14 +150,17 @@ def optimise(
     q: int,
     shortlist_size: int,
     polish_iters: int,
+    pending: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Sequential-greedy batch ``(q, k + 1)`` over a scored shortlist, and each pick's fidelity.
+    """Sequential-greedy batch ``(q, k + 1)`` and each pick's fidelity.
 
-    Fidelities are discrete, so ``pool x fidelities`` is scored in one batched call (thousands of points
-    cost less than a few SLSQP steps). The best ``shortlist`` points per fidelity are re-scored at each
-    greedy step with the points already chosen pending; the winner (at the target fidelity whenever its
-    cost share is due, never the same row twice) is optionally polished by ``optimize_acqf`` under the
-    simplex equality constraint at its fidelity, and joins the pending set.
+    Whenever the target fidelity's cost share is due, the pick is ``target``'s (expected improvement
+    at the target). Otherwise it is the best of a shortlist by cost-weighted MF-GIBBON: fidelities are
+    discrete, so ``pool x fidelities`` is scored in one batched call (thousands of points cost less
+    than a few SLSQP steps), and the best ``shortlist`` points per fidelity are re-scored at each
+    greedy step with everything already chosen, and ``pending`` ``(p, k + 1)`` runs in flight, as
+    pending (never the same row twice); optionally polished by ``optimize_acqf`` under the simplex
+    equality constraint at its fidelity.
     """
     k = pool.shape[1]
     values = sorted(set(coords.values()))
@@ -114,20 +169,22 @@ def optimise(
         scores = acq(grid.reshape(-1, 1, k + 1)).reshape(grid.shape[:2])  # (F, P)
     top = scores.topk(min(max(shortlist_size, q), pool.shape[0]), dim=1).indices  # (F, M)
     shortlist = torch.cat([grid[f, top[f]] for f in range(len(values))])  # (F * M, k + 1)
-    at_target = shortlist[:, k] == 1.0
     used = torch.zeros(len(shortlist), dtype=torch.bool)
+    in_flight = list(pending) if pending is not None else []
     chosen: list[torch.Tensor] = []
     names: list[str] = []
-    for _ in range(min(q, len(shortlist))):  # fewer only if the pool itself is smaller than q
-        acq.set_X_pending(torch.stack(chosen) if chosen else None)
-        with torch.no_grad():
-            value = acq(shortlist.unsqueeze(1)).masked_fill(used, -torch.inf)
-        if share.target_due() and bool((at_target & ~used).any()):
-            value = value.masked_fill(~at_target, -torch.inf)
-        pick = int(value.argmax())
-        used[pick] = True
-        best = shortlist[pick]
-        chosen.append(_polish(acq, best, lo, hi, polish_iters) if polish_iters else best)
+    for _ in range(q):
+        if share.target_due() or bool(used.all()):
+            best = target.pick([x for x in in_flight + chosen if float(x[k]) == 1.0])
+        else:
+            acq.set_X_pending(torch.stack(in_flight + chosen) if in_flight or chosen else None)
+            with torch.no_grad():
+                value = acq(shortlist.unsqueeze(1)).masked_fill(used, -torch.inf)
+            pick = int(value.argmax())
+            used[pick] = True
+            best = shortlist[pick]
+            best = _polish(acq, best, lo, hi, polish_iters) if polish_iters else best
+        chosen.append(best)
         names.append(_nearest_fidelity(coords, float(best[k])))
         share.add(names[-1])
     acq.set_X_pending(None)

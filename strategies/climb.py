@@ -112,8 +112,13 @@ class Climb:
         self.fidelity = fidelity
         # The predictor and the final optimiser are RegMix's: same model, CV diagnostics and cap handling.
         self.predictor = RegMix(
-            model=model, concentrations=concentrations, n_search=pool_size, folds=folds,
-            fidelity=fidelity, seed=seed, regressor_params=regressor_params,
+            model=model,
+            concentrations=concentrations,
+            n_search=pool_size,
+            folds=folds,
+            fidelity=fidelity,
+            seed=seed,
+            regressor_params=regressor_params,
         )
         self.concentrations = self.predictor.concentrations
 
@@ -143,7 +148,11 @@ class Climb:
 
     # ---- propose -------------------------------------------------------------------------------
     def propose(
-        self, space: SearchSpace, history: Sequence[Observation], n: int, seed: int,
+        self,
+        space: SearchSpace,
+        history: Sequence[Observation],
+        n: int,
+        seed: int,
         pending: Sequence[Candidate] = (),
     ) -> list[Candidate]:
         """Up to ``n`` runs of the current round (fewer at its end); ``pending``: runs still training."""
@@ -166,13 +175,24 @@ class Climb:
         else:
             pool = self._pool(space, history, fidelity, st.round, rng, lo, hi)
             chosen = self._spread(pool[np.argsort(model.predict(pool), kind="stable")], seen, want)
-        logger.info("climb round %d/%d: proposing %d of %d remaining", st.round + 1, self.n_rounds,
-                    len(chosen), st.remaining)
+        logger.info(
+            "climb round %d/%d: proposing %d of %d remaining",
+            st.round + 1,
+            self.n_rounds,
+            len(chosen),
+            st.remaining,
+        )
         return [Candidate(tuple(float(x) for x in w), fidelity) for w in chosen]
 
     def _pool(
-        self, space: SearchSpace, history: Sequence[Observation], fidelity: str, round_: int,
-        rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray,
+        self,
+        space: SearchSpace,
+        history: Sequence[Observation],
+        fidelity: str,
+        round_: int,
+        rng: np.random.Generator,
+        lo: np.ndarray,
+        hi: np.ndarray,
     ) -> np.ndarray:
         """Broad draws around the prior plus local draws around the best runs, tighter each round."""
         obs = sorted(at_fidelity(history, fidelity), key=lambda o: o.target_loss)[: self.n_elite]

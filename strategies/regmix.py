@@ -145,8 +145,12 @@ class RegMix:
         for _ in range(w.shape[1]):
             room = np.where(cut < hi - 1e-12, cut, 0.0)
             deficit = 1.0 - cut.sum(axis=1, keepdims=True)
-            share = np.divide(room, room.sum(axis=1, keepdims=True), out=np.zeros_like(room),
-                              where=room.sum(axis=1, keepdims=True) > 0)
+            share = np.divide(
+                room,
+                room.sum(axis=1, keepdims=True),
+                out=np.zeros_like(room),
+                where=room.sum(axis=1, keepdims=True) > 0,
+            )
             cut = np.minimum(cut + deficit * share, hi)
         return np.where(simplex.is_feasible(cut, lo, hi)[:, None], cut, w)
 
@@ -168,7 +172,11 @@ class RegMix:
         return None
 
     def _fit_runs(
-        self, space: SearchSpace, obs: list[Observation], index: int, per_domain: bool,
+        self,
+        space: SearchSpace,
+        obs: list[Observation],
+        index: int,
+        per_domain: bool,
         targets: Mapping[str, float],
     ) -> MixtureModel:
         X = np.array([o.weights for o in obs], dtype=float)
@@ -198,11 +206,13 @@ class RegMix:
         lo, hi = space.bounds(space.recommend_budget())
         rng = np.random.default_rng(self.seed)
         prior = simplex.project(self.prior(space), lo, hi)
-        pool = np.concatenate([
-            simplex.dirichlet(rng, self.prior(space), self.concentrations, self.n_search, lo, hi),
-            prior,
-            simplex.project(model.X, lo, hi),
-        ])
+        pool = np.concatenate(
+            [
+                simplex.dirichlet(rng, self.prior(space), self.concentrations, self.n_search, lo, hi),
+                prior,
+                simplex.project(model.X, lo, hi),
+            ]
+        )
         pred = model.predict(pool)
         for sigma in _REFINE_SIGMAS:
             elite = pool[np.argsort(pred)[:_N_ELITE]]
@@ -218,7 +228,10 @@ class RegMix:
             "n_search": float(len(pool)),
         }
         return Recommendation(
-            tuple(float(x) for x in best[0]), float(loss[0]), float(std[0]), diagnostics,
+            tuple(float(x) for x in best[0]),
+            float(loss[0]),
+            float(std[0]),
+            diagnostics,
             self._alternatives(model, ranked, best[0]),
         )
 
@@ -238,7 +251,8 @@ class RegMix:
         lo, hi = space.bounds(space.recommend_budget())
         for f in reversed(space.fidelities):
             obs = [
-                o for o in at_fidelity(history, f.name)
+                o
+                for o in at_fidelity(history, f.name)
                 if np.isfinite(o.target_loss) and simplex.is_feasible(np.asarray(o.weights), lo, hi)[0]
             ]
             if obs:

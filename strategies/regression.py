@@ -76,9 +76,9 @@ def _lightgbm(X: np.ndarray, y: np.ndarray, seed: int, params: Mapping[str, Any]
     merged = {**LIGHTGBM_PARAMS, "min_child_samples": max(2, min(10, len(y) // 20))}
     merged.update(params)
     merged.update(random_state=seed, deterministic=True, force_row_wise=True)
-    kinds: list[dict[str, Any]] = [{}] if "extra_trees" in params else [
-        {"extra_trees": True}, {"extra_trees": False}
-    ]
+    kinds: list[dict[str, Any]] = (
+        [{}] if "extra_trees" in params else [{"extra_trees": True}, {"extra_trees": False}]
+    )
     boosters = tuple(lgb.LGBMRegressor(**{**merged, **kind}).fit(X, y) for kind in kinds)
     return boosters[0] if len(boosters) == 1 else WeightedSum(boosters, (0.5, 0.5))
 
@@ -99,7 +99,10 @@ def check_model(model: str) -> str:
 
 
 def fit_regressor(
-    X: np.ndarray, y: np.ndarray, model: str = "lightgbm", seed: int = 0,
+    X: np.ndarray,
+    y: np.ndarray,
+    model: str = "lightgbm",
+    seed: int = 0,
     params: Mapping[str, Any] | None = None,
 ) -> Regressor:
     """Fit one regressor of ``y`` on the mixture weights ``X`` (shape (n, k))."""
@@ -146,7 +149,11 @@ class CVEnsemble:
 
 
 def fit_with_cv(
-    X: np.ndarray, y: np.ndarray, model: str = "lightgbm", folds: int = 5, seed: int = 0,
+    X: np.ndarray,
+    y: np.ndarray,
+    model: str = "lightgbm",
+    folds: int = 5,
+    seed: int = 0,
     params: Mapping[str, Any] | None = None,
 ) -> CVEnsemble:
     """Fit fold models (for CV and uncertainty) and a full-data model, in one pass."""
@@ -166,7 +173,11 @@ def fit_with_cv(
 
 
 def cross_validate(
-    X: np.ndarray, y: np.ndarray, model: str = "lightgbm", folds: int = 5, seed: int = 0,
+    X: np.ndarray,
+    y: np.ndarray,
+    model: str = "lightgbm",
+    folds: int = 5,
+    seed: int = 0,
     params: Mapping[str, Any] | None = None,
 ) -> CVReport:
     """k-fold CV Spearman and MAE of a regressor (see :func:`fit_with_cv` to keep the models)."""

@@ -31,11 +31,7 @@ def project(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, iters: int = 60) -> n
 def is_feasible(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     """Row-wise test that each mixture lies in the capped simplex."""
     w = np.atleast_2d(w)
-    return (
-        (np.abs(w.sum(axis=1) - 1) <= tol)
-        & np.all(w >= lo - tol, axis=1)
-        & np.all(w <= hi + tol, axis=1)
-    )
+    return (np.abs(w.sum(axis=1) - 1) <= tol) & np.all(w >= lo - tol, axis=1) & np.all(w <= hi + tol, axis=1)
 
 
 def dirichlet(

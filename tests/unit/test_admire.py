@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from strategies import Fidelity, Observation, SearchSpace, get_strategy
+from strategies import Candidate, Fidelity, Observation, SearchSpace, get_strategy
 from strategies._mf_acquisition import cost_utility
 from strategies._mf_design import TargetShare, design_counts, fidelity_coordinates
 from strategies._mf_model import _fit_subset, fit_model
@@ -196,3 +196,16 @@ def test_hyperparameters_from_a_subset_posterior_from_every_run() -> None:
     assert _fit_subset(np.array([0.0, 1.0, 0.5, 1.0, 0.0, 0.0]), 4).tolist() == [0, 1, 3, 5]
     rec = Admire(pool_size=128, shortlist=16, max_fit=10).recommend(sp, history)
     assert np.isfinite(rec.predicted_loss) and rec.diagnostics["n_observations"] == 24
+
+
+def test_runs_in_flight_count_towards_the_target_share_and_spread_the_batch() -> None:
+    sp = capped_space()
+    history = random_history(sp, 12, fidelities=("xs", "s"))  # no target runs: the floor is due
+    lo, hi = feasible_set(sp)
+    in_flight = [Candidate(tuple(project(np.full(sp.k, 1 / sp.k), lo, hi)[0]), "m")] * 6
+    picks = small().propose(sp, history, 3, seed=0, pending=in_flight)
+    assert all(c.fidelity != "m" for c in picks)  # six target runs in flight already cover the floor
+    target_picks = [c for c in small().propose(sp, history, 6, seed=0) if c.fidelity == "m"]
+    assert len(target_picks) >= 2
+    w = np.array([c.weights for c in target_picks])
+    assert np.abs(w[:, None] - w[None]).sum(axis=-1)[np.triu_indices(len(w), 1)].min() > 1e-3  # distinct
