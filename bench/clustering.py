@@ -74,15 +74,21 @@ def main() -> None:
         x = clustering.embed(docs, cache_dir=cache_dir)
         warm_s = time.perf_counter() - t
     ari = adjusted_rand_score(truth, result.assignments)
-    print(f"embedding: {result.embed_docs_per_s:.1f} docs/s cold; warm cache {len(docs) / warm_s:.0f} docs/s "
-          f"({len(docs) / warm_s / result.embed_docs_per_s:.0f}x)")
-    print(f"clusters: {result.n_initial} initial → {result.n_after_merge} after merging → "
-          f"{len(result.clusters)} after pruning")
+    print(
+        f"embedding: {result.embed_docs_per_s:.1f} docs/s cold; warm cache {len(docs) / warm_s:.0f} docs/s "
+        f"({len(docs) / warm_s / result.embed_docs_per_s:.0f}x)"
+    )
+    print(
+        f"clusters: {result.n_initial} initial → {result.n_after_merge} after merging → "
+        f"{len(result.clusters)} after pruning"
+    )
     print(f"\n{'size':>5}  {'majority source':<16} {'purity':>6}  label")
     for c in result.clusters:
         counts = np.bincount(truth[list(c.doc_indices)], minlength=len(corpora.SOURCES))
-        print(f"{c.size:>5}  {corpora.SOURCES[int(np.argmax(counts))]:<16} {counts.max() / c.size:>6.2f}  "
-              f"{c.label}")
+        print(
+            f"{c.size:>5}  {corpora.SOURCES[int(np.argmax(counts))]:<16} {counts.max() / c.size:>6.2f}  "
+            f"{c.label}"
+        )
     print(f"\nadjusted Rand index vs the {len(corpora.SOURCES)} true sources: {ari:.3f}")
     if args.sweep:
         sweep(docs, truth, x)

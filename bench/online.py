@@ -76,7 +76,11 @@ def make_space(data: PreparedData, tokens: int, target: str | None) -> SearchSpa
 
 
 def run(
-    data: PreparedData, space: SearchSpace, method: str, seed: int, args: argparse.Namespace,
+    data: PreparedData,
+    space: SearchSpace,
+    method: str,
+    seed: int,
+    args: argparse.Namespace,
     reference: Mapping[str, float],
 ) -> TrainResult:
     tokens = space.target_fidelity.tokens
@@ -137,8 +141,10 @@ def main() -> None:
         data = build_data(args.workdir or Path(tmp), 0.25 if args.quick else 1.0)
         space = make_space(data, tokens, args.target)
         print(f"domains (train tokens): {data.train_tokens}")
-        print(f"{args.preset}, {preset.steps(tokens)} steps = {tokens:,} tokens per run, "
-              f"online update every {args.every} steps, seeds {seeds}")
+        print(
+            f"{args.preset}, {preset.steps(tokens)} steps = {tokens:,} tokens per run, "
+            f"online update every {args.every} steps, seeds {seeds}"
+        )
         results: dict[str, list[TrainResult]] = {m: [] for m in METHODS}
         for seed in seeds:
             for method in METHODS:
@@ -146,8 +152,10 @@ def main() -> None:
                 results[method].append(run(data, space, method, seed, args, reference))
 
     avg = {m: [float(np.mean(list(r.losses.values()))) for r in rs] for m, rs in results.items()}
-    print(f"\n{'method':8s}  {'target loss':>17s}  {'average loss':>17s}  {'Δavg vs uniform (paired)':>24s}  "
-          "average loss per seed")
+    print(
+        f"\n{'method':8s}  {'target loss':>17s}  {'average loss':>17s}  {'Δavg vs uniform (paired)':>24s}  "
+        "average loss per seed"
+    )
     for m, rs in results.items():
         target = [space.target_loss(r.losses) for r in rs]
         per_seed = " ".join(f"{a:.4f}" for a in avg[m])
@@ -157,8 +165,10 @@ def main() -> None:
     for m, rs in results.items():
         print(f"{m:8s}  {fmt(time_averaged(rs[0]))} | {fmt(rs[0].trajectory[-1][1])}")
     wins = sum(a < u for a, u in zip(avg["aioli"], avg["uniform"], strict=True))
-    print(f"\naioli beats uniform on average loss in {wins}/{len(seeds)} seeds; "
-          f"bench took {time.perf_counter() - started:.0f}s")
+    print(
+        f"\naioli beats uniform on average loss in {wins}/{len(seeds)} seeds; "
+        f"bench took {time.perf_counter() - started:.0f}s"
+    )
     print("RESULT " + " ".join(f"{m}={np.mean(avg[m]):.4f}" for m in METHODS))
 
 

@@ -23,15 +23,33 @@ from strategies.tabular import Table, align, parse_mixtures, parse_table, to_obs
 DATA = Path("/work/shared/data/regmix")
 TARGET = "metric/the_pile_pile_cc_val_loss"
 # The paper's settings (regression_fitting/regression.ipynb), minus early stopping on the held-out runs.
-PAPER_LGBM = {"n_estimators": 1000, "learning_rate": 0.01, "num_leaves": 31, "min_child_samples": 20,
-              "subsample": 1.0, "colsample_bytree": 1.0, "extra_trees": False}
+PAPER_LGBM = {
+    "n_estimators": 1000,
+    "learning_rate": 0.01,
+    "num_leaves": 31,
+    "min_child_samples": 20,
+    "subsample": 1.0,
+    "colsample_bytree": 1.0,
+    "extra_trees": False,
+}
 # Pile token shares used as the natural prior (RegMix repo, mixture_config/synthesize_mixture.py).
 PILE_TOKENS = {
-    "arxiv": 0.113285273, "freelaw": 0.079608651, "nih_exporter": 0.003913491, "pubmed_central": 0.185375901,
-    "wikipedia_en": 0.051081359, "dm_mathematics": 0.015962925, "github": 0.101750772,
-    "philpapers": 0.003707518, "stackexchange": 0.066529351, "enron_emails": 0.001750772,
-    "gutenberg_pg_19": 0.027085479, "pile_cc": 0.236869207, "ubuntu_irc": 0.01184346,
-    "europarl": 0.007929969, "hackernews": 0.008032956, "pubmed_abstracts": 0.038825953,
+    "arxiv": 0.113285273,
+    "freelaw": 0.079608651,
+    "nih_exporter": 0.003913491,
+    "pubmed_central": 0.185375901,
+    "wikipedia_en": 0.051081359,
+    "dm_mathematics": 0.015962925,
+    "github": 0.101750772,
+    "philpapers": 0.003707518,
+    "stackexchange": 0.066529351,
+    "enron_emails": 0.001750772,
+    "gutenberg_pg_19": 0.027085479,
+    "pile_cc": 0.236869207,
+    "ubuntu_irc": 0.01184346,
+    "europarl": 0.007929969,
+    "hackernews": 0.008032956,
+    "pubmed_abstracts": 0.038825953,
     "uspto_backgrounds": 0.046446962,
 }
 
@@ -42,8 +60,16 @@ def load(split: str) -> tuple[Table, Table]:
     return mix, align(mix, loss)
 
 
-def test_scores(mix: Table, loss: Table, tmix: Table, tloss: Table, column: str, model: str,
-                params: dict | None = None, seed: int = 0) -> tuple[float, float]:
+def test_scores(
+    mix: Table,
+    loss: Table,
+    tmix: Table,
+    tloss: Table,
+    column: str,
+    model: str,
+    params: dict | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
     reg = fit_regressor(mix.values, loss.column(column), model=model, seed=seed, params=params)
     rho, mae = score(tloss.column(column), reg.predict(tmix.select(mix.columns).values))
     return 100 * rho, mae
@@ -58,13 +84,17 @@ def show_optimum(mix: Table, loss: Table, n_search: int) -> None:
     assert model is not None
     rec = strategy.optimise(space, model)
     prior = space.natural()
-    print(f"\nfitted optimum for {TARGET} (LightGBM on all 512 runs, {int(rec.diagnostics['n_search'])} "
-          "mixtures searched)")
+    print(
+        f"\nfitted optimum for {TARGET} (LightGBM on all 512 runs, {int(rec.diagnostics['n_search'])} "
+        "mixtures searched)"
+    )
     print(f"  {'domain':<20} {'natural':>8} {'regmix':>8}")
     for name, p, w in zip(short, prior, rec.weights, strict=True):
         print(f"  {name:<20} {p:8.3f} {w:8.3f}")
-    print(f"  predicted loss: natural {rec.diagnostics['predicted_prior']:.4f}, "
-          f"regmix {rec.predicted_loss:.4f} ± {rec.std:.4f} (fold spread)")
+    print(
+        f"  predicted loss: natural {rec.diagnostics['predicted_prior']:.4f}, "
+        f"regmix {rec.predicted_loss:.4f} ± {rec.std:.4f} (fold spread)"
+    )
     best = float(loss.column(TARGET).min())
     print(f"  best of the 512 training runs: {best:.4f}")
 
@@ -85,20 +115,27 @@ def main() -> None:
     rho_lin, mae_lin = test_scores(mix, loss, tmix, tloss, TARGET, "linear")
     print(f"\ntest runs, target {TARGET}")
     print(f"  {'model':<24} {'spearman x100':>14} {'MAE':>8}")
-    for name, r, m in [("lightgbm (mixlab)", rho_l, mae_l), ("lightgbm (paper settings)", rho_p, mae_p),
-                       ("linear", rho_lin, mae_lin)]:
+    for name, r, m in [
+        ("lightgbm (mixlab)", rho_l, mae_l),
+        ("lightgbm (paper settings)", rho_p, mae_p),
+        ("linear", rho_lin, mae_lin),
+    ]:
         print(f"  {name:<24} {r:14.2f} {m:8.4f}")
 
     if not args.quick:
         seeds = [test_scores(mix, loss, tmix, tloss, TARGET, "lightgbm", seed=s)[0] for s in range(1, 5)]
-        print(f"  lightgbm (mixlab) over seeds 0-4: {np.mean([rho_l, *seeds]):.2f} "
-              f"± {np.std([rho_l, *seeds], ddof=1):.2f}")
+        print(
+            f"  lightgbm (mixlab) over seeds 0-4: {np.mean([rho_l, *seeds]):.2f} "
+            f"± {np.std([rho_l, *seeds], ddof=1):.2f}"
+        )
         print("\nevery loss column (test spearman x100)")
         print(f"  {'column':<38} {'mixlab':>7} {'paper':>7} {'linear':>7}")
         table = []
         for col in loss.columns:
-            row = [test_scores(mix, loss, tmix, tloss, col, m, p)[0]
-                   for m, p in [("lightgbm", None), ("lightgbm", PAPER_LGBM), ("linear", None)]]
+            row = [
+                test_scores(mix, loss, tmix, tloss, col, m, p)[0]
+                for m, p in [("lightgbm", None), ("lightgbm", PAPER_LGBM), ("linear", None)]
+            ]
             table.append(row)
             print(f"  {col.removeprefix('metric/the_pile_'):<38} {row[0]:7.2f} {row[1]:7.2f} {row[2]:7.2f}")
         mean = np.mean(table, axis=0)
