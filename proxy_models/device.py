@@ -60,11 +60,12 @@ def retain_freed_memory() -> bool:
 
     A training step allocates and frees the same large tensors every time (the ``(B·T, vocab)`` logits
     alone are 16 MB). By default glibc serves such blocks with ``mmap`` or trims them off the heap on
-    ``free``, so the next step page-faults the memory back in and the kernel zero-fills it: measured
-    ~13k page faults and ~30 ms of a 190 ms step of the ``s`` preset on 2 cores. Serving blocks up to
-    32 MB (glibc's maximum) from the heap and never trimming it removes 80 % of the faults and makes
-    the step ~18 % faster. The cost is that the process keeps its peak heap until it exits, which suits
-    a worker that trains runs of one size after another. A no-op where the C library is not glibc.
+    ``free``, so the next step page-faults the memory back in and the kernel zero-fills it: thousands
+    of faults per step of the ``s`` preset on 2 cores, most of the time not spent in matmuls. Serving
+    blocks up to 32 MB (glibc's maximum) from the heap and never trimming it removes almost all of
+    them (``bench/trainer_mfu.py``: 56 % → 63 % of the bf16 matmul peak). The cost is that the process
+    keeps its peak heap until it exits, which suits a worker that trains runs of one size after
+    another. A no-op where the C library is not glibc.
     """
     name = ctypes.util.find_library("c")
     try:
