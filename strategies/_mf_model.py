@@ -54,14 +54,20 @@ def _fit_subset(s: np.ndarray, max_fit: int) -> np.ndarray:
 
 
 def diagnostics(
-    model: SingleTaskMultiFidelityGP, space: SearchSpace, obs: Sequence[Observation], n_history: int
+    model: SingleTaskMultiFidelityGP,
+    space: SearchSpace,
+    obs: Sequence[Observation],
+    n_history: int,
+    max_fit: int,
 ) -> dict[str, float]:
-    """Counts, the fitted noise, and how well leave-one-out predictions rank the target-fidelity runs."""
+    """Counts (``n_fit``: runs the hyperparameters were fitted on), the fitted noise, and how well
+    leave-one-out predictions rank the target-fidelity runs."""
     target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
     out = {
         "n_observations": float(len(obs)),
         "n_target": float(len(target)),
         "n_dropped": float(n_history - len(obs)),
+        "n_fit": float(min(len(obs), max_fit)),
         "noise_std": bt.noise_std(model),
     }
     spearman = bt.loo_spearman(model, target)

@@ -196,6 +196,9 @@ def test_hyperparameters_from_a_subset_posterior_from_every_run() -> None:
     assert _fit_subset(np.array([0.0, 1.0, 0.5, 1.0, 0.0, 0.0]), 4).tolist() == [0, 1, 3, 5]
     rec = Admire(pool_size=128, shortlist=16, max_fit=10).recommend(sp, history)
     assert np.isfinite(rec.predicted_loss) and rec.diagnostics["n_observations"] == 24
+    assert rec.diagnostics["n_fit"] == 24  # the recommendation fits on every run up to its own cap
+    capped = Admire(pool_size=128, shortlist=16, max_fit=10, recommend_max_fit=12).recommend(sp, history)
+    assert capped.diagnostics["n_fit"] == 12
 
 
 def test_runs_in_flight_count_towards_the_target_share_and_spread_the_batch() -> None:
