@@ -11,12 +11,13 @@ import logging
 
 import numpy as np
 import torch
-from botorch.acquisition import PosteriorMean
+from botorch.acquisition import AcquisitionFunction, PosteriorMean
 from botorch.cross_validation import loo_cv
 from botorch.exceptions import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.optim import optimize_acqf
+from botorch.optim.initializers import initialize_q_batch
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from numpy.typing import ArrayLike
@@ -83,18 +84,47 @@ def maximise_mean(
     """
     k = len(lo)
     fixed = fixed or {}
+    acq = PosteriorMean(model)
     x, _ = optimize_acqf(
-        PosteriorMean(model),
+        acq,
         bounds=box(lo, hi, extra=len(fixed)),
         q=1,
         num_restarts=num_restarts,
-        raw_samples=raw_samples,
+        batch_initial_conditions=restart_points(acq, lo, hi, fixed, num_restarts, raw_samples, seed),
         equality_constraints=simplex_equality(k),
         fixed_features=fixed or None,
-        options={"seed": seed, "maxiter": 200},
+        options={"maxiter": 200},
         return_best_only=False,
     )
     return feasible_rows(x, k, lo, hi)
+
+
+def restart_points(
+    acq: AcquisitionFunction,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    fixed: dict[int, float],
+    num_restarts: int,
+    raw_samples: int,
+    seed: int,
+) -> Tensor:
+    """Starting points for ``optimize_acqf`` on the capped simplex, ``(num_restarts, 1, k + len(fixed))``.
+
+    ``raw_samples`` flat-Dirichlet draws (uniform on the simplex, rejected outside the caps), of which
+    BoTorch's Boltzmann rule keeps ``num_restarts`` by acquisition value. BoTorch's own initialiser
+    samples the equality-constrained polytope by hit-and-run instead: the same distribution at several
+    times the cost (in a profile of one ``admire`` proposal from 300 runs at 17 domains, two thirds of
+    each target pick went to it).
+    """
+    k = len(lo)
+    w = simplex.dirichlet(np.random.default_rng(seed), np.ones(k), [float(k)], raw_samples, lo, hi)
+    x = with_columns(w, fixed).unsqueeze(1)  # (raw_samples, 1, d)
+    with torch.no_grad():
+        values = acq(x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        chosen, _ = initialize_q_batch(x, values, num_restarts)
+    return chosen
 
 
 def with_columns(w: np.ndarray, fixed: dict[int, float]) -> Tensor:

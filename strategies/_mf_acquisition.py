@@ -126,15 +126,18 @@ class TargetImprovement:
             X_baseline=self.baseline,
             X_pending=torch.stack(list(pending)) if pending else None,
         )
+        seed = self.seed + len(pending)
         x, _ = optimize_acqf(
             acq,
             bounds=bt.box(self.lo, self.hi, extra=1),
             q=1,
             num_restarts=self.num_restarts,
-            raw_samples=self.raw_samples,
+            batch_initial_conditions=bt.restart_points(
+                acq, self.lo, self.hi, {k: 1.0}, self.num_restarts, self.raw_samples, seed
+            ),
             fixed_features={k: 1.0},
             equality_constraints=bt.simplex_equality(k),
-            options={"seed": self.seed + len(pending), "maxiter": self.maxiter},
+            options={"maxiter": self.maxiter},
         )
         return x.detach().reshape(-1)
 
