@@ -290,7 +290,13 @@ def main() -> None:
     cpu: dict[str, float] = {}
     shares: dict[str, dict[str, list[float]]] = {}
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for method, family, regrets, spent, seconds in pool.imap_unordered(_job, jobs):
+        for done, (method, family, regrets, spent, seconds) in enumerate(pool.imap_unordered(_job, jobs), 1):
+            last = max(regrets)
+            print(
+                f"[{done}/{len(jobs)}] {method}, {family} truth: regret {regrets[last]:.4f} at cost "
+                f"{last:g} ({seconds:.0f} CPU s)",
+                file=sys.stderr,
+            )
             curve = results.setdefault((method, family), {})
             for b, r in regrets.items():
                 curve.setdefault(b, []).append(r)
