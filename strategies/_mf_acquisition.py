@@ -116,7 +116,8 @@ class TargetImprovement:
         maxiter: int = 50,
     ) -> None:
         self.model, self.baseline, self.lo, self.hi, self.seed = model, baseline, lo, hi, seed
-        self.num_restarts, self.raw_samples, self.maxiter = num_restarts, raw_samples, maxiter
+        self.num_restarts, self.maxiter = num_restarts, maxiter
+        self.starts = bt.start_pool(lo, hi, {len(lo): 1.0}, raw_samples // 2, seed)  # one draw, every pick
 
     def pick(self, pending: Sequence[torch.Tensor]) -> torch.Tensor:
         """The next target run ``(k + 1,)`` given pending target runs ``(k + 1,)`` each."""
@@ -132,9 +133,7 @@ class TargetImprovement:
             bounds=bt.box(self.lo, self.hi, extra=1),
             q=1,
             num_restarts=self.num_restarts,
-            batch_initial_conditions=bt.restart_points(
-                acq, self.lo, self.hi, {k: 1.0}, self.num_restarts, self.raw_samples, seed
-            ),
+            batch_initial_conditions=bt.restart_points(acq, self.starts, self.num_restarts, seed),
             fixed_features={k: 1.0},
             equality_constraints=bt.simplex_equality(k),
             options={"maxiter": self.maxiter},

@@ -15,7 +15,7 @@ from strategies._mf_acquisition import cost_utility
 from strategies._mf_design import TargetShare, design_counts, fidelity_coordinates
 from strategies._mf_model import _fit_subset, fit_model
 from strategies.admire import Admire, feasible_set
-from strategies.simplex import dirichlet, is_feasible, project
+from strategies.simplex import is_feasible, project
 
 OPTIMUM = np.array([0.5, 0.3, 0.2])
 
@@ -216,18 +216,19 @@ def test_runs_in_flight_count_towards_the_target_share_and_spread_the_batch() ->
     assert np.abs(w[:, None] - w[None]).sum(axis=-1)[np.triu_indices(len(w), 1)].min() > 1e-3  # distinct
 
 
-def test_restart_points_lie_on_the_capped_simplex_and_include_a_high_scorer() -> None:
+def test_start_points_lie_on_the_capped_simplex_and_the_restarts_favour_high_scores() -> None:
     sp = capped_space()
     lo, hi = feasible_set(sp)
     model = fit_model(sp, random_history(sp, 24), fidelity_coordinates(sp), max_fit=24)
     acq = PosteriorMean(model)
-    starts = bt.restart_points(acq, lo, hi, {sp.k: 1.0}, num_restarts=4, raw_samples=256, seed=3)
+    pool = bt.start_pool(lo, hi, {sp.k: 1.0}, n=64, seed=3)
+    assert pool.shape == (128, 1, sp.k + 1)
+    assert torch.all(pool[..., sp.k] == 1.0)
+    assert is_feasible(pool[:, 0, : sp.k].numpy(), lo, hi).all()
+    starts = bt.restart_points(acq, pool, num_restarts=4, seed=3)
     assert starts.shape == (4, 1, sp.k + 1)
-    assert torch.all(starts[..., sp.k] == 1.0)
-    assert is_feasible(starts[:, 0, : sp.k].numpy(), lo, hi).all()
-    assert torch.equal(starts, bt.restart_points(acq, lo, hi, {sp.k: 1.0}, 4, 256, seed=3))
-    # One restart is the best of 256 uniform draws: better than 90 % of a fresh uniform sample.
-    best = bt.restart_points(acq, lo, hi, {sp.k: 1.0}, num_restarts=1, raw_samples=256, seed=4)
-    uniform = dirichlet(np.random.default_rng(9), np.ones(sp.k), [sp.k], 256, lo, hi)
+    assert torch.equal(starts, bt.restart_points(acq, pool, 4, seed=3))
+    # One restart is the best of the pool: better than 90 % of a fresh pool.
+    best = bt.restart_points(acq, pool, num_restarts=1, seed=4)
     with torch.no_grad():
-        assert acq(best) >= torch.quantile(acq(bt.with_columns(uniform, {sp.k: 1.0}).unsqueeze(1)), 0.9)
+        assert acq(best) >= torch.quantile(acq(bt.start_pool(lo, hi, {sp.k: 1.0}, 64, seed=9)), 0.9)
