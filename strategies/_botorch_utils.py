@@ -106,10 +106,10 @@ def start_pool(lo: np.ndarray, hi: np.ndarray, fixed: dict[int, float], n: int, 
     """Points to start local searches from, ``(2 n, 1, k + len(fixed))``, all on the capped simplex.
 
     Half are BoTorch's hit-and-run samples, uniform on the capped simplex (what ``optimize_acqf`` draws
-    by itself, but at ~1 s per draw at 17 domains, so a strategy call draws once and every search
+    by itself, but ~1 s per draw at 17 domains in a profile, so a strategy call draws once and each search
     reuses them). Half are flat-Dirichlet draws, projected onto the caps where they break one: under
     tight epoch caps that is nearly all of them (on the RegMix space 0.3 % of flat draws fit the
-    caps), so they sit on the faces where small domains are at their cap, where optima often lie.
+    caps), so they sit on the faces where small domains are at their cap, which uniform draws rarely reach.
     """
     k = len(lo)
     uniform = get_polytope_samples(n, box(lo, hi), equality_constraints=simplex_equality(k), seed=seed)
