@@ -8,7 +8,7 @@ simplex, places the target runs where the optimum is likely to be."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import torch
@@ -116,8 +116,13 @@ class TargetImprovement:
         maxiter: int = 50,
     ) -> None:
         self.model, self.baseline, self.lo, self.hi, self.seed = model, baseline, lo, hi, seed
-        self.num_restarts, self.maxiter = num_restarts, maxiter
-        self.starts = bt.start_pool(lo, hi, {len(lo): 1.0}, raw_samples // 2, seed)  # one draw, every pick
+        self.num_restarts, self.raw_samples, self.maxiter = num_restarts, raw_samples, maxiter
+
+    @cached_property
+    def starts(self) -> torch.Tensor:
+        """One start pool for every pick of a call, drawn at the first pick: a batch of cheap runs
+        only never pays for the hit-and-run draw."""
+        return bt.start_pool(self.lo, self.hi, {len(self.lo): 1.0}, self.raw_samples // 2, self.seed)
 
     def pick(self, pending: Sequence[torch.Tensor]) -> torch.Tensor:
         """The next target run ``(k + 1,)`` given pending target runs ``(k + 1,)`` each."""
@@ -127,13 +132,14 @@ class TargetImprovement:
             X_baseline=self.baseline,
             X_pending=torch.stack(list(pending)) if pending else None,
         )
-        seed = self.seed + len(pending)
         x, _ = optimize_acqf(
             acq,
             bounds=bt.box(self.lo, self.hi, extra=1),
             q=1,
             num_restarts=self.num_restarts,
-            batch_initial_conditions=bt.restart_points(acq, self.starts, self.num_restarts, seed),
+            batch_initial_conditions=bt.restart_points(
+                acq, self.starts, self.num_restarts, self.seed + len(pending)
+            ),
             fixed_features={k: 1.0},
             equality_constraints=bt.simplex_equality(k),
             options={"maxiter": self.maxiter},
