@@ -20,13 +20,13 @@ Choices, and why:
   their losses differ.
 - **Model**: ``SingleTaskMultiFidelityGP`` (linear-truncated fidelity kernel) with ``Standardize``, on
   ``-loss``. Duplicates stay as separate rows (their scatter is what tells the likelihood the noise
-  level); non-finite losses are dropped with a warning. For proposals, hyperparameters are fitted on
-  at most ``max_fit`` runs (all target runs first) and the posterior then conditions on every run, so
-  a call stays in seconds when cheap runs pile up into the hundreds. The recommendation, made once a
-  batch and the answer users act on, fits them on up to ``recommend_max_fit`` runs: hyperparameters
-  from a quarter of the runs, conditioned on all of them, made the mean over-optimistic at its
-  argmax once cheap runs outnumbered target runs ten to one (Data-Mixing-Law truth, 64 runs' cost, 3 seeds:
-  regret 0.025 with the subset, 0.004 with all runs; on the GP truth the two are within seed spread).
+  level); non-finite losses are dropped with a warning. Hyperparameters are fitted on at most
+  ``max_fit`` runs (all target runs first) and the posterior then conditions on every run, so a call
+  stays in seconds even when cheap runs pile up into the thousands. Fitting them on a subset of 128
+  runs made the mean over-optimistic at its argmax once cheap runs outnumbered target runs ten to
+  one (Data-Mixing-Law truth, 64 runs' cost): the recommendation and the target runs aimed at that
+  argmax both went wrong. The default cap, 512, is about the run count 64 target runs' cost buys
+  when half of it goes to the cheapest fidelity (1/16 of the cost).
 - **Cost model**: ``log cost = a + b s`` fitted by least squares to the mean *observed* cost at each
   fidelity (declared cost where none was observed), as an ``AffineFidelityCostModel`` whose output
   ``InverseCostWeightedUtility`` exponentiates.
@@ -90,18 +90,15 @@ class Admire:
         pool_size: int = 1024,
         shortlist: int = 24,
         polish_iters: int = 0,
-        max_fit: int = 128,
-        recommend_max_fit: int = 512,
+        max_fit: int = 512,
         min_target_share: float = 0.5,
         num_mv_samples: int = 10,
         n_alternatives: int = 5,
     ) -> None:
         if n_initial is not None and n_initial < 1:
             raise StrategyError(f"n_initial must be >= 1, got {n_initial}")
-        if pool_size < 16 or shortlist < 1 or polish_iters < 0 or min(max_fit, recommend_max_fit) < 8:
-            raise StrategyError(
-                "need pool_size >= 16, shortlist >= 1, polish_iters >= 0, and max_fit, recommend_max_fit >= 8"
-            )
+        if pool_size < 16 or shortlist < 1 or polish_iters < 0 or max_fit < 8:
+            raise StrategyError("need pool_size >= 16, shortlist >= 1, polish_iters >= 0 and max_fit >= 8")
         if not 0 <= min_target_share <= 1:
             raise StrategyError(f"min_target_share must be in [0, 1], got {min_target_share}")
         self.n_initial = n_initial
@@ -109,7 +106,6 @@ class Admire:
         self.shortlist = int(shortlist)
         self.polish_iters = int(polish_iters)
         self.max_fit = int(max_fit)
-        self.recommend_max_fit = int(recommend_max_fit)
         self.min_target_share = float(min_target_share)
         self.num_mv_samples = int(num_mv_samples)
         self.n_alternatives = int(n_alternatives)
@@ -157,7 +153,7 @@ class Admire:
         coords = fidelity_coordinates(space)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = fit_model(space, obs, coords, self.recommend_max_fit)
+            model = fit_model(space, obs, coords, self.max_fit)
             optima = bt.maximise_mean(model, lo, hi, {space.k: 1.0}, num_restarts=4, raw_samples=256, seed=0)
         observed = np.array([o.weights for o in obs])
         pool = np.concatenate([optima, simplex.project(observed, lo, hi)])
@@ -167,7 +163,7 @@ class Admire:
             weights=tuple(float(v) for v in best_w),
             predicted_loss=best_loss,
             std=best_std,
-            diagnostics=diagnostics(model, space, obs, len(history), self.recommend_max_fit),
+            diagnostics=diagnostics(model, space, obs, len(history), self.max_fit),
             alternatives=tuple((tuple(float(v) for v in w), loss) for w, loss, _ in rest),
         )
 

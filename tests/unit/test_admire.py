@@ -196,10 +196,10 @@ def test_hyperparameters_from_a_subset_posterior_from_every_run() -> None:
     model = fit_model(sp, history, fidelity_coordinates(sp), max_fit=10)
     assert model.train_inputs[0].shape == (24, sp.k + 1)  # conditioned on all runs
     assert _fit_subset(np.array([0.0, 1.0, 0.5, 1.0, 0.0, 0.0]), 4).tolist() == [0, 1, 3, 5]
-    rec = Admire(pool_size=128, shortlist=16, max_fit=10).recommend(sp, history)
+    rec = Admire(pool_size=128, shortlist=16).recommend(sp, history)
     assert np.isfinite(rec.predicted_loss) and rec.diagnostics["n_observations"] == 24
-    assert rec.diagnostics["n_fit"] == 24  # the recommendation fits on every run up to its own cap
-    capped = Admire(pool_size=128, shortlist=16, max_fit=10, recommend_max_fit=12).recommend(sp, history)
+    assert rec.diagnostics["n_fit"] == 24  # under the default cap: every run
+    capped = Admire(pool_size=128, shortlist=16, max_fit=12).recommend(sp, history)
     assert capped.diagnostics["n_fit"] == 12
 
 
