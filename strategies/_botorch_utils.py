@@ -158,10 +158,12 @@ def ranked_by_loss(
     return [(pool[i], float(-mean[i]), float(std[i])) for i in order]
 
 
-def noise_std(model: GPyTorchModel) -> float:
-    """Fitted observation-noise std in the data's own units (undoing ``Standardize``)."""
+def noise_std(model: GPyTorchModel, x: Tensor) -> float:
+    """Fitted observation-noise std at input ``x`` ``(1, d)``, in the data's own units (undoing
+    ``Standardize``); the input matters for noise models such as ``HeteroskedasticNoise``."""
     likelihood: GaussianLikelihood = model.likelihood  # type: ignore[assignment]
-    noise = float(likelihood.noise.detach().mean().sqrt())
+    with torch.no_grad():
+        noise = float(likelihood.noise_covar(x).diagonal().mean().sqrt())
     transform = getattr(model, "outcome_transform", None)
     scale = float(transform.stdvs.squeeze()) if transform is not None else 1.0
     return noise * scale
