@@ -19,14 +19,16 @@ Choices, and why:
   cheapest 0, target 1. Scaling laws are linear in log compute, so log cost spaces fidelities the way
   their losses differ.
 - **Model**: ``SingleTaskMultiFidelityGP`` (linear-truncated fidelity kernel) with ``Standardize``, on
-  ``-loss``. Duplicates stay as separate rows (their scatter is what tells the likelihood the noise
-  level); non-finite losses are dropped with a warning. Hyperparameters are fitted on at most
-  ``max_fit`` runs (all target runs first) and the posterior then conditions on every run, so a call
-  stays in seconds even when cheap runs pile up into the thousands. Fitting them on a subset of 128
-  runs made the mean over-optimistic at its argmax once cheap runs outnumbered target runs ten to
-  one (Data-Mixing-Law truth, 64 runs' cost): the recommendation and the target runs aimed at that
-  argmax both went wrong. The default cap, 512, is about the run count 64 target runs' cost buys
-  when half of it goes to the cheapest fidelity (1/16 of the cost).
+  ``-loss``, with a noise level per fidelity (log-linear in ``s``, ``LogLinearNoise``: cheap runs
+  are noisier, and one shared level let them blur the target runs). Duplicates stay as separate
+  rows (their scatter is what tells the likelihood the noise levels); non-finite losses are dropped
+  with a warning. Hyperparameters are fitted on at most ``max_fit`` runs (all target runs first)
+  and the posterior then conditions on every run, so a call stays in seconds even when cheap runs
+  pile up into the thousands. Fitting them on a subset of 128 runs made the mean over-optimistic at
+  its argmax once cheap runs outnumbered target runs ten to one (Data-Mixing-Law truth, 64 runs'
+  cost): the recommendation and the target runs aimed at that argmax both went wrong. The default
+  cap, 512, is about the run count 64 target runs' cost buys when half of it goes to the cheapest
+  fidelity (1/16 of the cost).
 - **Cost model**: ``log cost = a + b s`` fitted by least squares to the mean *observed* cost at each
   fidelity (declared cost where none was observed), as an ``AffineFidelityCostModel`` whose output
   ``InverseCostWeightedUtility`` exponentiates.

@@ -232,3 +232,18 @@ def test_start_points_lie_on_the_capped_simplex_and_the_restarts_favour_high_sco
     best = bt.restart_points(acq, pool, num_restarts=1, seed=4)
     with torch.no_grad():
         assert acq(best) >= torch.quantile(acq(bt.start_pool(lo, hi, {sp.k: 1.0}, 64, seed=9)), 0.9)
+
+
+def test_noise_is_learned_per_fidelity() -> None:
+    """Many noisy cheap runs must not set the noise level the target runs are smoothed with."""
+    sp, rng = space3(), np.random.default_rng(3)
+    lo, hi = feasible_set(sp)
+    history = []
+    for fidelity, n, sd in (("lo", 60, 0.03), ("hi", 30, 0.003)):
+        for w in project(rng.dirichlet(np.ones(sp.k), n), lo, hi):
+            loss = truth(w) + rng.normal(0, sd)
+            history.append(Observation(tuple(w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost))
+    rec = small().recommend(sp, history)
+    noisy, clean = rec.diagnostics["noise_std_lo"], rec.diagnostics["noise_std_hi"]
+    assert 0.015 < noisy < 0.06 and clean < 0.01 and noisy > 2.5 * clean
+    assert rec.diagnostics["cv_spearman"] > 0.9  # closed-form LOO works with the input-dependent noise
