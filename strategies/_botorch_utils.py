@@ -146,15 +146,16 @@ def mean_and_std(model: GPyTorchModel, x: Tensor) -> tuple[np.ndarray, np.ndarra
 
 
 def ranked_by_loss(
-    model: GPyTorchModel, pool: np.ndarray, fixed: dict[int, float], n: int
+    model: GPyTorchModel, pool: np.ndarray, fixed: dict[int, float], n: int, pessimism: float = 0.0
 ) -> list[tuple[np.ndarray, float, float]]:
-    """The ``n`` distinct mixtures of ``pool`` with the lowest predicted loss, as ``(w, loss, std)``.
+    """The ``n`` distinct mixtures of ``pool`` with the lowest predicted loss + ``pessimism`` x std,
+    as ``(w, loss, std)``.
 
     The model is one fit on *negated* loss (BoTorch maximises), so loss = -mean.
     """
     pool = simplex.dedupe(pool, decimals=3)
     mean, std = mean_and_std(model, with_columns(pool, fixed))
-    order = np.argsort(-mean, kind="stable")[:n]
+    order = np.argsort(pessimism * std - mean, kind="stable")[:n]
     return [(pool[i], float(-mean[i]), float(std[i])) for i in order]
 
 

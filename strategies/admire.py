@@ -57,10 +57,14 @@ Choices, and why:
   On the RegMix simulator (``bench/search_efficiency.py``) a floor of 0.5 beat 0.3 beyond 8 runs.
 - **Initial design** while the history is small: best-candidate picks from Dirichlet draws on the
   capped simplex, mostly at the cheaper fidelities (weighted by 1/sqrt(cost)) plus two target runs.
-- **Recommendation**: the posterior mean's argmax at the target fidelity (``optimize_acqf`` on
-  ``PosteriorMean``, plus every observed mixture as a candidate), under the caps at
-  ``space.recommend_budget()``; std is the latent posterior std there; alternatives are the next-best
-  distinct local optima and observed mixtures.
+- **Recommendation**: of the posterior mean's local maxima at the target fidelity (``optimize_acqf``
+  on ``PosteriorMean``) and every observed mixture, under the caps at ``space.recommend_budget()``,
+  the one with the lowest predicted loss + ``pessimism`` (2) x latent std. The recommendation is
+  spent on one big run, so it should be where the model is sure: on the Data-Mixing-Law simulator
+  the mean's own argmax drifted to where only cheap runs had been (std 0.02-0.06, two to five times
+  the std at the best target runs). On 16 saved histories of admire the penalty lowered regret
+  clearly in 3 (0.021 -> 0.004 at 64 runs' cost), raised it in 1 (0.026 -> 0.038 at 8) and barely
+  moved the other 12. Alternatives are the next-best candidates by the same score.
 """
 
 from __future__ import annotations
@@ -96,11 +100,14 @@ class Admire:
         min_target_share: float = 0.5,
         num_mv_samples: int = 10,
         n_alternatives: int = 5,
+        pessimism: float = 2.0,
     ) -> None:
         if n_initial is not None and n_initial < 1:
             raise StrategyError(f"n_initial must be >= 1, got {n_initial}")
         if pool_size < 16 or shortlist < 1 or polish_iters < 0 or max_fit < 8:
             raise StrategyError("need pool_size >= 16, shortlist >= 1, polish_iters >= 0 and max_fit >= 8")
+        if pessimism < 0:
+            raise StrategyError(f"pessimism must be >= 0, got {pessimism}")
         if not 0 <= min_target_share <= 1:
             raise StrategyError(f"min_target_share must be in [0, 1], got {min_target_share}")
         self.n_initial = n_initial
@@ -111,6 +118,7 @@ class Admire:
         self.min_target_share = float(min_target_share)
         self.num_mv_samples = int(num_mv_samples)
         self.n_alternatives = int(n_alternatives)
+        self.pessimism = float(pessimism)
 
     def propose(
         self,
@@ -159,7 +167,7 @@ class Admire:
             optima = bt.maximise_mean(model, lo, hi, {space.k: 1.0}, num_restarts=4, raw_samples=256, seed=0)
         observed = np.array([o.weights for o in obs])
         pool = np.concatenate([optima, simplex.project(observed, lo, hi)])
-        ranked = bt.ranked_by_loss(model, pool, {space.k: 1.0}, self.n_alternatives + 1)
+        ranked = bt.ranked_by_loss(model, pool, {space.k: 1.0}, self.n_alternatives + 1, self.pessimism)
         (best_w, best_loss, best_std), rest = ranked[0], ranked[1:]
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
