@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from botorch.acquisition import PosteriorMean
+from botorch.models import SingleTaskGP
 
 from strategies import Candidate, Fidelity, Observation, SearchSpace, get_strategy
 from strategies import _botorch_utils as bt
@@ -247,3 +248,19 @@ def test_noise_is_learned_per_fidelity() -> None:
     noisy, clean = rec.diagnostics["noise_std_lo"], rec.diagnostics["noise_std_hi"]
     assert 0.015 < noisy < 0.06 and clean < 0.01 and noisy > 2.5 * clean
     assert rec.diagnostics["cv_spearman"] > 0.9  # closed-form LOO works with the input-dependent noise
+
+
+def test_pessimism_ranks_extrapolated_mixtures_below_well_observed_ones() -> None:
+    """Loss falls with w_a on the observed range [0.3, 0.6]; the mean extrapolates that beyond it."""
+    w = np.linspace(0.3, 0.6, 8)
+    model = SingleTaskGP(bt.as_tensor(np.stack([w, 1 - w], 1)), bt.as_tensor(-(1 - 0.5 * w)[:, None]))
+    bt.fit(model)
+    observed, far = np.array([0.6, 0.4]), np.array([0.9, 0.1])
+    pool = np.stack([observed, far])
+
+    def order(pessimism: float) -> list[float]:
+        return [float(r[0][0]) for r in bt.ranked_by_loss(model, pool, {}, 2, pessimism)]
+
+    assert order(0.0) == [0.9, 0.6] and order(2.0) == [0.6, 0.9]
+    sure, bold = bt.ranked_by_loss(model, pool, {}, 1, 2.0)[0], bt.ranked_by_loss(model, pool, {}, 1)[0]
+    assert sure[1] > bold[1] and sure[2] < 0.5 * bold[2]  # a higher mean bought with a far lower std
