@@ -68,9 +68,8 @@ class LogLinearNoise(Module):
     def __init__(self, column: int, train_x: torch.Tensor) -> None:
         super().__init__()
         self.column, self.train_x = column, train_x
-        self.offset = torch.nn.Parameter(
-            torch.tensor(-5.0, dtype=torch.float64)
-        )  # as BoTorch starts its noise
+        # Starts where BoTorch starts its homoskedastic noise: at its prior's mode, exp(-5).
+        self.offset = torch.nn.Parameter(torch.tensor(-5.0, dtype=torch.float64))
         self.slope = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
         self.register_prior("offset_prior", NormalPrior(-4.0, 1.0), "offset")
         self.register_prior("slope_prior", NormalPrior(0.0, 1.0), "slope")

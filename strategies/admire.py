@@ -64,7 +64,9 @@ Choices, and why:
   the mean's own argmax drifted to where only cheap runs had been (std 0.02-0.06, two to five times
   the std at the best target runs). On 16 saved histories of admire the penalty lowered regret
   clearly in 3 (0.021 -> 0.004 at 64 runs' cost), raised it in 1 (0.026 -> 0.038 at 8) and barely
-  moved the other 12. Alternatives are the next-best candidates by the same score.
+  moved the other 12; on the full bench (5 seeds) it took the Data-Mixing-Law regret at 64 runs'
+  cost from 0.0167 to 0.0062 and left the GP truth's at 0.0062. Alternatives are the next-best
+  candidates by the same score.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ logger = logging.getLogger(__name__)
 
 
 class Admire:
-    """Multi-fidelity BO: MF-GP, cost-weighted MF-GIBBON acquisition; recommends the mean's argmax."""
+    """Multi-fidelity BO: MF-GP, cost-weighted MF-GIBBON acquisition; recommends where the mean is
+    low and sure."""
 
     name = "admire"
 
