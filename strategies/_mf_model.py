@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from botorch.models import SingleTaskMultiFidelityGP
 from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import MIN_INFERRED_NOISE_LEVEL
 from gpytorch import Module
 from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
@@ -55,7 +56,8 @@ def fit_model(
 
 
 class LogLinearNoise(Module):
-    """Log noise variance linear in the fidelity coordinate: ``log(noise - 1e-4) = a + b s``.
+    """Log noise variance linear in the fidelity coordinate: ``log(noise - floor) = a + b s``, with
+    BoTorch's floor for inferred noise (1e-4).
 
     One noise level for all runs lets the many cheap, noisy runs set it: on the RegMix simulator the
     fit said 0.018 (the cheapest fidelity's 0.02) where target runs scatter by 0.01, so the posterior
@@ -82,7 +84,7 @@ class LogLinearNoise(Module):
 
 def fidelity_noise_likelihood(column: int, train_x: torch.Tensor) -> _GaussianLikelihoodBase:
     """Gaussian likelihood whose noise follows ``LogLinearNoise`` in input ``column``."""
-    positive = GreaterThan(1e-4, transform=torch.exp, inv_transform=torch.log)
+    positive = GreaterThan(MIN_INFERRED_NOISE_LEVEL, transform=torch.exp, inv_transform=torch.log)
     return _GaussianLikelihoodBase(
         noise_covar=HeteroskedasticNoise(LogLinearNoise(column, train_x), noise_constraint=positive)
     )
