@@ -165,9 +165,13 @@ def noise_std(model: GPyTorchModel, x: Tensor) -> float:
     likelihood: GaussianLikelihood = model.likelihood  # type: ignore[assignment]
     with torch.no_grad():
         noise = float(likelihood.noise_covar(x).diagonal().mean().sqrt())
+    return noise * outcome_scale(model)
+
+
+def outcome_scale(model: GPyTorchModel) -> float:
+    """The std ``Standardize`` divided the training outcomes by (1 without one): model units → data units."""
     transform = getattr(model, "outcome_transform", None)
-    scale = float(transform.stdvs.squeeze()) if transform is not None else 1.0
-    return noise * scale
+    return float(transform.stdvs.squeeze()) if transform is not None else 1.0
 
 
 def loo_spearman(model: GPyTorchModel, rows: list[int]) -> float | None:

@@ -17,7 +17,7 @@ from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy
 from botorch.acquisition.objective import GenericMCObjective
 from botorch.acquisition.utils import project_to_target_fidelity
-from botorch.models import AffineFidelityCostModel, SingleTaskMultiFidelityGP
+from botorch.models import AffineFidelityCostModel, SingleTaskGP
 from botorch.optim import optimize_acqf
 
 from strategies import _botorch_utils as bt
@@ -53,7 +53,7 @@ def _exp(log_cost: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def candidate_pool(
-    model: SingleTaskMultiFidelityGP,
+    model: SingleTaskGP,
     k: int,
     obs: Sequence[Observation],
     lo: np.ndarray,
@@ -72,7 +72,7 @@ def candidate_pool(
 
 
 def acquisition(
-    model: SingleTaskMultiFidelityGP,
+    model: SingleTaskGP,
     space: SearchSpace,
     obs: Sequence[Observation],
     coords: dict[str, float],
@@ -106,7 +106,7 @@ class TargetImprovement:
 
     def __init__(
         self,
-        model: SingleTaskMultiFidelityGP,
+        model: SingleTaskGP,
         baseline: torch.Tensor,
         lo: np.ndarray,
         hi: np.ndarray,

@@ -264,3 +264,17 @@ def test_pessimism_ranks_extrapolated_mixtures_below_well_observed_ones() -> Non
     assert order(0.0) == [0.9, 0.6] and order(2.0) == [0.6, 0.9]
     sure, bold = bt.ranked_by_loss(model, pool, {}, 1, 2.0)[0], bt.ranked_by_loss(model, pool, {}, 1)[0]
     assert sure[1] > bold[1] and sure[2] < 0.5 * bold[2]  # a higher mean bought with a far lower std
+
+
+def test_each_fidelity_gets_its_own_mean_level() -> None:
+    """A cheap fidelity that reads 0.3 higher everywhere: the offset is a mean level, not bias to model."""
+    sp, rng = space3(), np.random.default_rng(5)
+    lo, hi = feasible_set(sp)
+    history = []
+    for fidelity, n, shift in (("lo", 40, 0.3), ("hi", 12, 0.0)):
+        for w in project(rng.dirichlet(np.ones(sp.k), n), lo, hi):
+            loss = truth(w) + shift + rng.normal(0, 0.005)
+            history.append(Observation(tuple(w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost))
+    rec = small().recommend(sp, history)
+    assert rec.diagnostics["offset_lo"] == pytest.approx(0.3, abs=0.05)
+    assert rec.diagnostics["offset_hi"] == 0.0
