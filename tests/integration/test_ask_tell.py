@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.integration.helpers import error_code, external_spec, fake_losses
 
 
@@ -35,6 +37,24 @@ def test_ask_tell_until_budget_then_final_recommendation(api, auth) -> None:  # 
     assert rec["final"] and rec["n_runs"] == 5 and abs(sum(rec["weights"].values()) - 1) < 1e-6
     best = min(r["target_loss"] for r in api.get(f"{base}/runs", headers=auth).json()["items"])
     assert rec["predicted_loss"] == best  # random search recommends its best observed mixture
+
+
+def test_admire_spends_on_both_fidelities_and_learns_the_cheap_runs_offset(api, auth) -> None:  # type: ignore[no-untyped-def]
+    """Multi-fidelity BO through ask/tell: the small proxy reads 0.3 higher on every domain."""
+    base = _start(api, auth, strategy="admire", budget=6, parallelism=2)
+    asked = []
+    while (resp := api.post(f"{base}/ask", headers=auth)).status_code != 409:
+        trial = resp.json()["run"]
+        shift = 0.3 if trial["fidelity"] == "small" else 0.0
+        losses = {d: v + shift for d, v in fake_losses(trial["weights"]).items()}
+        assert api.post(f"{base}/runs/{trial['id']}/result", json={"losses": losses}, headers=auth).is_success
+        asked.append(trial["fidelity"])
+    assert error_code(resp) == "budget_spent"
+    assert len(asked) > 8 and {"small", "big"} == set(asked)  # past the 8-run first design, both sizes
+    rec = api.get(f"{base}/recommendation", headers=auth).json()
+    assert rec["strategy"] == "admire" and rec["final"] and rec["std"] is not None
+    assert rec["diagnostics"]["offset_small"] == pytest.approx(0.3, abs=0.05)
+    assert rec["weights"]["law"] < 0.1  # the target is web + code: law only dilutes it
 
 
 def test_parallel_asks_get_distinct_runs_and_wait_when_all_taken(api, auth) -> None:  # type: ignore[no-untyped-def]
