@@ -71,6 +71,19 @@ def random_history(
     return out
 
 
+def sampled_history(
+    sp: SearchSpace, rng: np.random.Generator, plan: tuple[tuple[str, int, float, float], ...]
+) -> list[Observation]:
+    """For each ``(fidelity, n, shift, sd)``: ``n`` random mixtures scored ``truth + shift + N(0, sd)``."""
+    lo, hi = feasible_set(sp)
+    history = []
+    for fidelity, n, shift, sd in plan:
+        for w in project(rng.dirichlet(np.ones(sp.k), n), lo, hi):
+            loss = truth(w) + shift + rng.normal(0, sd)
+            history.append(Observation(tuple(w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost))
+    return history
+
+
 def small(polish_iters: int = 0) -> Admire:
     return Admire(pool_size=128, shortlist=16, polish_iters=polish_iters)
 
@@ -237,13 +250,8 @@ def test_start_points_lie_on_the_capped_simplex_and_the_restarts_favour_high_sco
 
 def test_noise_is_learned_per_fidelity() -> None:
     """Many noisy cheap runs must not set the noise level the target runs are smoothed with."""
-    sp, rng = space3(), np.random.default_rng(3)
-    lo, hi = feasible_set(sp)
-    history = []
-    for fidelity, n, sd in (("lo", 60, 0.03), ("hi", 30, 0.003)):
-        for w in project(rng.dirichlet(np.ones(sp.k), n), lo, hi):
-            loss = truth(w) + rng.normal(0, sd)
-            history.append(Observation(tuple(w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost))
+    sp = space3()
+    history = sampled_history(sp, np.random.default_rng(3), (("lo", 60, 0.0, 0.03), ("hi", 30, 0.0, 0.003)))
     rec = small().recommend(sp, history)
     noisy, clean = rec.diagnostics["noise_std_lo"], rec.diagnostics["noise_std_hi"]
     assert 0.015 < noisy < 0.06 and clean < 0.01 and noisy > 2.5 * clean
@@ -268,13 +276,8 @@ def test_pessimism_ranks_extrapolated_mixtures_below_well_observed_ones() -> Non
 
 def test_each_fidelity_gets_its_own_mean_level() -> None:
     """A cheap fidelity that reads 0.3 higher everywhere: the offset is a mean level, not bias to model."""
-    sp, rng = space3(), np.random.default_rng(5)
-    lo, hi = feasible_set(sp)
-    history = []
-    for fidelity, n, shift in (("lo", 40, 0.3), ("hi", 12, 0.0)):
-        for w in project(rng.dirichlet(np.ones(sp.k), n), lo, hi):
-            loss = truth(w) + shift + rng.normal(0, 0.005)
-            history.append(Observation(tuple(w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost))
+    sp = space3()
+    history = sampled_history(sp, np.random.default_rng(5), (("lo", 40, 0.3, 0.005), ("hi", 12, 0.0, 0.005)))
     rec = small().recommend(sp, history)
     assert rec.diagnostics["offset_lo"] == pytest.approx(0.3, abs=0.05)
     assert rec.diagnostics["offset_hi"] == 0.0
