@@ -9,7 +9,7 @@ Methods are a table, ``METHODS``: name â†’ function(simulator, budgets, seed) â†
 recommended at each budget, and the cost spent per fidelity).
 GP methods stop at ``--bo-max`` (they are the slow ones on 2 cores); the rest go on to 512.
 
-    .venv/bin/python bench/search_efficiency.py [--quick] [--seeds 5] [--jobs 2]
+    .venv/bin/python bench/search_efficiency.py [--quick] [--seeds 5] [--first-seed 0] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -257,6 +257,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, small budgets (< 60 s)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here on (default 0)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--bo-max", type=float, default=64.0, help="largest budget for the GP methods")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -283,7 +284,7 @@ def main() -> None:
         (m, fam, bo_budgets if m in BO else budgets, s)
         for m in methods
         for fam in families
-        for s in range(seeds)
+        for s in range(args.first_seed, args.first_seed + seeds)
     ]
     jobs.sort(key=lambda j: j[0] not in BO)  # slow ones first, so the pool ends together
     results: dict[tuple[str, str], dict[float, list[float]]] = {}
