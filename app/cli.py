@@ -49,41 +49,50 @@ def serve(
     port: int = 8000,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
 ) -> None:
-    """Run the API server. With MIXLAB_EXECUTOR=embedded (default) it also trains runs in-process."""
+    """Run the API server. With MIXLAB_EXECUTOR=embedded (default) it also plans and trains in-process."""
     import uvicorn
 
     from app.core.config import get_settings
     from app.core.migrate import upgrade
-    from app.embedded import EmbeddedWorker
     from app.main import create_app
 
     _logging()
     settings = get_settings()
     if migrate_first:
         upgrade(settings.database_url)
-    worker = EmbeddedWorker().start() if settings.executor == "embedded" else None
-    try:
-        uvicorn.run(create_app(), host=host, port=port)
-    finally:
-        if worker:
-            worker.stop()
+    uvicorn.run(create_app(), host=host, port=port)
 
 
 @cli.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="runs trained at once (each uses all cores)")] = 1,
-    beat: Annotated[bool, typer.Option("--beat/--no-beat", help="also run the periodic reaper")] = True,
+    concurrency: Annotated[int, typer.Option(help="tasks at once (a training run uses all cores)")] = 1,
+    queues: Annotated[
+        str, typer.Option(help="comma-separated: mixlab (training, preparation), mixlab-plan (planning)")
+    ] = "mixlab,mixlab-plan",
+    beat: Annotated[
+        bool, typer.Option("--beat/--no-beat", help="also run the reaper here (prefer `mixlab beat`)")
+    ] = False,
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker (service mode: MIXLAB_BROKER_URL, MIXLAB_DATABASE_URL)."""
     from app.core.config import get_settings
     from workers.celery_app import celery_app
 
-    get_settings().storage_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule there
-    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", "mixlab"]
+    get_settings().storage_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", queues]
     if beat:
         argv.append("--beat")
     celery_app.worker_main(argv)
+
+
+@cli.command()
+def beat(loglevel: str = "INFO") -> None:
+    """Run Celery beat: the periodic reaper. Run exactly one, however many workers there are."""
+    from app.core.config import get_settings
+    from workers.celery_app import celery_app
+
+    get_settings().storage_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule there
+    celery_app.start(["beat", f"--loglevel={loglevel}"])
 
 
 @cli.command()

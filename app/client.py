@@ -141,8 +141,21 @@ class Experiment:
         params = {"status": status} if status else {}
         return self.client.paginate(f"{self._path}/runs", page_size=page_size, **params)
 
-    def ask(self) -> Trial:
-        data = self.client.request("POST", f"{self._path}/ask")
+    def ask(self, timeout: float | None = 600.0, wait_s: float = 20.0) -> Trial:
+        """Lease the next proposed mixture. While none is ready (the planner is catching up, or every
+        run is leased) the server long-polls ``wait_s`` seconds a call; this retries until ``timeout``
+        (None: forever), then raises the ``no_run_ready`` ApiError. Other errors raise at once."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = wait_s if deadline is None else max(0.0, min(wait_s, deadline - time.monotonic()))
+            try:
+                data = self.client.request("POST", f"{self._path}/ask", params={"wait": round(left, 3)})
+                break
+            except ApiError as e:
+                if e.code != "no_run_ready" or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                if left < wait_s:  # the server did not wait the full time: respect Retry-After
+                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic()) if deadline else 1.0))
         run = data["run"]
         return Trial(run["id"], run["weights"], run["fidelity"], run["seed"], data["lease_expires_at"])
 

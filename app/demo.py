@@ -50,7 +50,6 @@ def run_demo(budget: float, workdir: Path, tokens: int | None = None, parallelis
     from app.core.config import get_settings
     from app.core.db import session_scope
     from app.core.migrate import upgrade
-    from app.embedded import EmbeddedWorker
     from app.services.projects import create_project
     from proxy_models.corpora import documents, take, write_jsonl
 
@@ -65,7 +64,6 @@ def run_demo(budget: float, workdir: Path, tokens: int | None = None, parallelis
     }
     port = _free_port()
     server = _serve(port)
-    worker = EmbeddedWorker(poll_s=0.5).start()
     print(f"API        http://127.0.0.1:{port}/docs (embedded worker in this process)")
     try:
         with Client(f"http://127.0.0.1:{port}", key) as client:
@@ -92,7 +90,6 @@ def run_demo(budget: float, workdir: Path, tokens: int | None = None, parallelis
             _report(final, rec)
             return rec
     finally:
-        worker.stop()
         server.should_exit = True
 
 

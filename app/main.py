@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.api.routes import experiments, health, insights, online, runs
+from app.core.config import get_settings
 from app.dashboard import routes as dashboard
 from app.errors import MixlabError, NotReady
 
@@ -37,8 +40,28 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_input", "; ".join(parts)
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Wire the hand-off of work for this process: Celery messages in service mode; in embedded mode the
+    in-process worker (planner threads, and a trainer unless ``MIXLAB_EMBEDDED_TRAINER=false``)."""
+    from workers.dispatch import install
+    from workers.embedded import EmbeddedWorker
+
+    settings = get_settings()
+    install(settings.executor)
+    worker = None
+    if settings.executor == "embedded":
+        worker = EmbeddedWorker(poll_s=0.5, train=settings.embedded_trainer).start()
+    try:
+        yield
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="mixlab",
         version="0.1.0",
         description="Data-mixture optimisation for LM pre-training: train proxy models on candidate "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
 
 
 def utcnow() -> datetime:
@@ -43,6 +46,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+@dataclass(frozen=True)
+class FidelityInfo:
+    """One proxy setting of an experiment: a preset (worker runs) or a name (external runs), the tokens a
+    run trains on, and its cost in FLOPs (or the user's own unit) that budgets are counted in."""
+
+    name: str
+    tokens: int
+    cost: float
+    preset: str | None = None
+
+
+class FidelityList(TypeDecorator[list[FidelityInfo]]):
+    """An experiment's fidelities, cheapest first, stored as a JSON list and read back typed."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: list[FidelityInfo] | None, dialect: Dialect) -> Any:
+        return None if value is None else [asdict(f) for f in value]
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[FidelityInfo] | None:
+        return None if value is None else [FidelityInfo(**f) for f in value]
 
 
 class Base(DeclarativeBase):
@@ -75,13 +102,12 @@ class Experiment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
-    # draft → preparing → running → done | failed | cancelled
-    status: Mapped[str] = mapped_column(String(16), default="draft")
-    executor: Mapped[str] = mapped_column(String(16), default="worker")  # worker | external
+    status: Mapped[str] = mapped_column(String(16), default=ExperimentStatus.DRAFT)
+    executor: Mapped[str] = mapped_column(String(16), default=Executor.WORKER)
     strategy: Mapped[str] = mapped_column(String(64))
     strategy_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     target: Mapped[dict[str, Any]] = mapped_column()  # eval domain → weight
-    fidelities: Mapped[list[Any]] = mapped_column()  # [{name, preset, tokens, cost}], cheapest first
+    fidelities: Mapped[list[FidelityInfo]] = mapped_column(FidelityList())  # cheapest first
     max_epochs: Mapped[float] = mapped_column(Float, default=4.0)
     target_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     budget: Mapped[float] = mapped_column(Float)  # in target-fidelity-equivalent runs
@@ -96,6 +122,22 @@ class Experiment(Base):
     domains: Mapped[list[Domain]] = relationship(
         back_populates="experiment", order_by="Domain.position", cascade="all, delete-orphan"
     )
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in sorted(self.domains, key=lambda d: d.position)]
+
+    @property
+    def target_fidelity(self) -> FidelityInfo:
+        return self.fidelities[-1]
+
+    def fidelity(self, name: str) -> FidelityInfo | None:
+        return next((f for f in self.fidelities if f.name == name), None)
+
+    def run_units(self, fidelity: str) -> float:
+        """A run's share of the budget: its cost relative to one target-fidelity run."""
+        f = self.fidelity(fidelity)
+        return 0.0 if f is None else f.cost / self.target_fidelity.cost
 
 
 class Domain(Base):
@@ -134,10 +176,9 @@ class Run(Base):
     weights: Mapped[list[Any]] = mapped_column()  # aligned with the experiment's domain order
     fidelity: Mapped[str] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(Integer, default=0)
-    origin: Mapped[str] = mapped_column(String(16), default="worker")  # worker | external | import
-    status: Mapped[str] = mapped_column(
-        String(16), default="queued"
-    )  # queued running succeeded failed cancelled
+    origin: Mapped[str] = mapped_column(String(16), default=RunOrigin.WORKER)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)
+    planned_on: Mapped[int | None] = mapped_column(Integer, nullable=True)  # history size it was planned on
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -171,6 +212,7 @@ class Recommendation(Base):
     alternatives: Mapped[list[Any]] = mapped_column(default=list)
     n_runs: Mapped[int] = mapped_column(Integer)
     final: Mapped[bool] = mapped_column(default=False)
+    fit: Mapped[dict[str, Any]] = mapped_column(default=dict)  # out-of-fold fit plot for the dashboard
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -186,4 +228,25 @@ class OnlineSession(Base):
     trajectory: Mapped[list[Any]] = mapped_column(default=list)  # [{step, weights, losses}]
     step: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PlannerJob(Base):
+    """Coalesced planning of one experiment. A request bumps ``requested``; a planner takes the lease,
+    plans on the newest history, and sets ``done`` to the ``requested`` it saw. Many requests while it
+    works make one more pass, never one pass each."""
+
+    __tablename__ = "planner_job"
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True
+    )
+    job: Mapped[str] = mapped_column(String(16), primary_key=True, default=PlanJob.PROPOSE)
+    requested: Mapped[int] = mapped_column(Integer, default=1)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    queue_target: Mapped[int] = mapped_column(Integer, default=0)  # proposals kept ready (look-ahead)
+    passes: Mapped[int] = mapped_column(Integer, default=0)
+    last_duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -74,6 +74,8 @@ def settings_env(
         "MIXLAB_STORAGE_DIR": str(tmp_path / "storage"),
         "MIXLAB_EXECUTOR": "embedded",
         "MIXLAB_BROKER_URL": REDIS_URL,
+        # The app's embedded worker plans (as in production); tests that train call the task bodies.
+        "MIXLAB_EMBEDDED_TRAINER": "false",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -1,11 +1,16 @@
 """The Celery application. Late acks + reject-on-lost: a killed worker's task is redelivered, and the
-claim in the database makes sure a run is still trained only once."""
+claim in the database makes sure a run is still trained only once. Planning has its own queue
+(``mixlab-plan``) so a dedicated worker can serve it; by default every worker consumes both."""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from app.core.config import get_settings
+from app.services.dispatch import set_dispatcher
+from workers.dispatch import CeleryDispatcher
+
+TRAIN_QUEUE, PLAN_QUEUE = "mixlab", "mixlab-plan"
 
 settings = get_settings()
 celery_app = Celery("mixlab", broker=settings.broker_url, include=["workers.tasks"])
@@ -13,10 +18,12 @@ celery_app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    task_default_queue="mixlab",
+    task_default_queue=TRAIN_QUEUE,
+    task_routes={"mixlab.plan": {"queue": PLAN_QUEUE}},
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": 6 * 3600},
     beat_schedule={"reap-stale-runs": {"task": "mixlab.reap", "schedule": settings.reap_every_s}},
     beat_schedule_filename=str(settings.storage_dir / "celerybeat-schedule"),
 )
+set_dispatcher(CeleryDispatcher())  # tasks hand their follow-up work to Celery too

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.errors import Unauthorized
-from app.models import Project
+from app.models import Experiment, Project
+from app.services.experiments import get_experiment
 from app.services.projects import project_for_key
 
 COOKIE = "mixlab_key"
@@ -43,6 +45,21 @@ def current_project(session: SessionDep, key: Annotated[str, Depends(api_key)]) 
 
 
 ProjectDep = Annotated[Project, Depends(current_project)]
+ExperimentId = Annotated[int, PathParam(description="experiment id")]
+
+
+def current_experiment(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> Experiment:
+    """The path's experiment, if it belongs to the caller's project (404 otherwise)."""
+    return get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
+
+
+def locked_experiment(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> Experiment:
+    """Like ``current_experiment``, holding the row lock until the request's commit (state changes)."""
+    return get_experiment(session=session, project_id=project.id, experiment_id=experiment_id, lock=True)
+
+
+ExperimentDep = Annotated[Experiment, Depends(current_experiment)]
+LockedExperimentDep = Annotated[Experiment, Depends(locked_experiment)]
 
 
 class PageParams:

@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     max_page_size: int = 500
     max_run_attempts: int = 3
 
+    # Planning (off the request path). A planner holds an experiment's job under a lease it renews while
+    # fitting; external experiments keep ``parallelism`` plus an adaptive look-ahead of runs proposed.
+    planner_lease_s: float = 120.0
+    planner_lookahead: int = 2
+    planner_max_lookahead: int = 1024
+    refit_growth: float = Field(
+        default=0.1, description="refit once the history grew by this share (or by parallelism runs)"
+    )
+    embedded_trainer: bool = Field(
+        default=True, description="embedded mode: also train worker runs in-process (planning always runs)"
+    )
+
     # Liveness: a worker run with no heartbeat for this long is re-queued; an external lease lasts this long.
     stale_after_s: float = 120.0
     lease_s: float = 600.0

@@ -19,8 +19,8 @@ from fastapi.templating import Jinja2Templates
 from app.api.deps import COOKIE, SessionDep
 from app.errors import NotFound, Unauthorized
 from app.models import Project
+from app.services import dashboard as dashboard_data
 from app.services import experiments as experiment_service
-from app.services import insights
 from app.services.projects import project_for_key
 
 router = APIRouter(include_in_schema=False)
@@ -131,7 +131,7 @@ def logout() -> Response:
 def experiments_page(request: Request, session: SessionDep, project: ProjectOrNone) -> Response:
     if project is None:
         return _to_login(request)
-    rows = insights.experiment_summaries(session=session, project_id=project.id)
+    rows = dashboard_data.experiment_summaries(session=session, project_id=project.id)
     return templates.TemplateResponse(request, "experiments.html", {"project": project, "experiments": rows})
 
 
@@ -150,7 +150,7 @@ def experiment_page(
     return templates.TemplateResponse(
         request,
         "experiment.html",
-        {"project": project, "experiment": insights.summary(session, experiment)},
+        {"project": project, "experiment": dashboard_data.summary(session, experiment)},
     )
 
 
@@ -164,7 +164,7 @@ def run_page(
         experiment = experiment_service.get_experiment(
             session=session, project_id=project.id, experiment_id=experiment_id
         )
-        detail = insights.run_detail(session=session, experiment=experiment, run_id=run_id)
+        detail = dashboard_data.run_detail(session=session, experiment=experiment, run_id=run_id)
     except NotFound as e:
         return _not_found(request, project, e.message)
     return templates.TemplateResponse(request, "run.html", {"project": project, "detail": detail})

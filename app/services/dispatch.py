@@ -1,35 +1,48 @@
-"""Hand work to whoever executes it: Celery workers, or the in-process embedded worker.
+"""Handing work off: services write rows, commit, then nudge whoever executes the work.
 
-Always called after the transaction that created the work has committed. Sending the same work twice
-is harmless: a run is claimed with a conditional UPDATE, so only one executor ever trains it.
+The rows are the truth; a nudge only saves waiting for the next poll. So the default dispatcher does
+nothing (the embedded worker and the reaper poll the database), and sending the same work twice is
+harmless: a run is claimed, and a planner job leased, with a conditional UPDATE. Implementations live in
+``workers/`` (Celery, in-process); ``app.main`` and the CLI install one, so ``app.services`` never
+imports ``workers``.
 """
 
 from __future__ import annotations
 
-import threading
-
-from app.core.config import get_settings
-
-# Set by the embedded worker so new work wakes it at once instead of at its next poll.
-wake_embedded = threading.Event()
+from typing import Protocol
 
 
-def dispatch_runs(run_ids: list[int]) -> None:
-    if not run_ids:
-        return
-    if get_settings().executor == "celery":
-        from workers.tasks import train_proxy
+class Dispatcher(Protocol):
+    def plan(self, experiment_id: int) -> None:
+        """A planning pass is requested for the experiment (its jobs rows say which)."""
 
-        for run_id in run_ids:
-            train_proxy.apply_async((run_id,))
-    else:
-        wake_embedded.set()
+    def runs(self, run_ids: list[int]) -> None:
+        """These worker runs are queued."""
+
+    def prepare(self, experiment_id: int) -> None:
+        """The experiment waits for its data to be prepared."""
 
 
-def dispatch_prepare(experiment_id: int) -> None:
-    if get_settings().executor == "celery":
-        from workers.tasks import prepare_experiment
+class Polling:
+    """No nudge: pollers find the work in the database."""
 
-        prepare_experiment.apply_async((experiment_id,))
-    else:
-        wake_embedded.set()
+    def plan(self, experiment_id: int) -> None:
+        pass
+
+    def runs(self, run_ids: list[int]) -> None:
+        pass
+
+    def prepare(self, experiment_id: int) -> None:
+        pass
+
+
+_current: Dispatcher = Polling()
+
+
+def set_dispatcher(dispatcher: Dispatcher) -> None:
+    global _current
+    _current = dispatcher
+
+
+def dispatcher() -> Dispatcher:
+    return _current

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from app.core.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Domain, Experiment, Run, utcnow
+from app.models import Domain, Experiment, FidelityInfo, Run, utcnow
 from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
 from app.services.corpora import StoredCorpus
+from app.services.planning import new_jobs, request_plan
+from app.status import FINISHED, LIVE_RUNS, Executor, ExperimentStatus, RunOrigin, RunStatus
 from strategies import StrategyError, available_strategies, get_strategy
 
 
-def resolve_fidelities(specs: list[FidelitySpec], executor: str) -> list[dict[str, Any]]:
+def resolve_fidelities(specs: list[FidelitySpec], executor: str) -> list[FidelityInfo]:
     """Fill in tokens and FLOP cost; worker runs need a known preset, external ones need tokens."""
     out = []
     for i, f in enumerate(specs):
-        if executor == "worker" or f.preset:
+        if executor == Executor.WORKER or f.preset:
             from proxy_models.presets import PRESETS, run_flops
 
             if f.preset not in PRESETS:
@@ -29,19 +29,17 @@ def resolve_fidelities(specs: list[FidelitySpec], executor: str) -> list[dict[st
                 )
             tokens = f.tokens or PRESETS[f.preset].tokens
             cost = f.cost or run_flops(f.preset, tokens)
-            out.append({"name": f.name or f.preset, "preset": f.preset, "tokens": tokens, "cost": cost})
+            out.append(FidelityInfo(name=f.name or f.preset, preset=f.preset, tokens=tokens, cost=cost))
         else:
             if not (f.name and f.tokens):
                 raise InvalidInput(
                     f"fidelity {i}: external fidelities need a name and tokens", code="bad_fidelity"
                 )
-            out.append(
-                {"name": f.name, "preset": None, "tokens": f.tokens, "cost": f.cost or float(f.tokens)}
-            )
-    names = [f["name"] for f in out]
+            out.append(FidelityInfo(name=f.name, tokens=f.tokens, cost=f.cost or float(f.tokens)))
+    names = [f.name for f in out]
     if len(set(names)) != len(names):
         raise InvalidInput(f"fidelity names must be unique; got {names}", code="bad_fidelity")
-    return sorted(out, key=lambda f: f["cost"])
+    return sorted(out, key=lambda f: f.cost)
 
 
 def create_experiment(*, session: Session, project_id: int, spec: ExperimentCreate) -> Experiment:
@@ -57,9 +55,9 @@ def create_experiment(*, session: Session, project_id: int, spec: ExperimentCrea
         get_strategy(spec.strategy, **spec.strategy_params)
     except StrategyError as e:
         raise InvalidInput(str(e), code="bad_strategy_params") from e
-    if spec.executor == "external" and spec.cluster is not None:
+    if spec.executor == Executor.EXTERNAL and spec.cluster is not None:
         raise InvalidInput("clustering needs worker execution", code="bad_executor")
-    if spec.executor == "external" and any(d.tokens is None for d in spec.domains):
+    if spec.executor == Executor.EXTERNAL and any(d.tokens is None for d in spec.domains):
         raise InvalidInput("external experiments need `tokens` for every domain", code="missing_tokens")
     names = [d.name for d in spec.domains]
     experiment = Experiment(
@@ -82,6 +80,8 @@ def create_experiment(*, session: Session, project_id: int, spec: ExperimentCrea
         ],
     )
     session.add(experiment)
+    session.flush()
+    session.add_all(new_jobs(experiment))
     session.flush()
     return experiment
 
@@ -122,7 +122,7 @@ def run_counts(*, session: Session, experiment_ids: list[int]) -> dict[int, dict
 def best_losses(*, session: Session, experiment_ids: list[int]) -> dict[int, float]:
     rows = session.execute(
         select(Run.experiment_id, func.min(Run.target_loss))
-        .where(Run.experiment_id.in_(experiment_ids), Run.status == "succeeded")
+        .where(Run.experiment_id.in_(experiment_ids), Run.status == RunStatus.SUCCEEDED)
         .group_by(Run.experiment_id)
     )
     return {exp_id: loss for exp_id, loss in rows if loss is not None}
@@ -133,21 +133,19 @@ def spent_budgets(*, session: Session, experiments: list[Experiment]) -> dict[in
 
     One grouped query for all ``experiments``.
     """
-    from app.services.loop import run_units
-
     by_id = {e.id: e for e in experiments}
     spent = dict.fromkeys(by_id, 0.0)
     rows = session.execute(
         select(Run.experiment_id, Run.fidelity, func.count())
         .where(
             Run.experiment_id.in_(by_id),
-            Run.status.in_(("queued", "running", "succeeded")),
-            Run.origin != "import",
+            Run.status.in_((*LIVE_RUNS, RunStatus.SUCCEEDED)),
+            Run.origin != RunOrigin.IMPORT,
         )
         .group_by(Run.experiment_id, Run.fidelity)
     )
     for exp_id, fid, n in rows:
-        spent[exp_id] += run_units(by_id[exp_id], fid) * n
+        spent[exp_id] += by_id[exp_id].run_units(fid) * n
     return spent
 
 
@@ -168,7 +166,7 @@ def to_out(*, session: Session, experiments: list[Experiment]) -> list[Experimen
 
 
 def _check_draft(experiment: Experiment) -> None:
-    if experiment.status != "draft":
+    if experiment.status != ExperimentStatus.DRAFT:
         raise Conflict(
             f"experiment is {experiment.status}; corpora can only change in a draft", code="bad_status"
         )
@@ -177,7 +175,7 @@ def _check_draft(experiment: Experiment) -> None:
 def upload_target(*, experiment: Experiment, domain: str) -> Domain:
     """The domain a corpus upload is for; checked before a byte is read."""
     _check_draft(experiment)
-    if experiment.executor != "worker":
+    if experiment.executor != Executor.WORKER:
         raise Conflict("external experiments train elsewhere; they take no corpora", code="bad_executor")
     for d in experiment.domains:
         if d.name == domain:
@@ -214,10 +212,12 @@ def attach_unlabeled(*, session: Session, experiment: Experiment, stored: Stored
 
 
 def start_experiment(*, session: Session, experiment: Experiment) -> None:
-    """draft → preparing. Worker experiments need every domain's corpus (or the corpus to cluster)."""
-    if experiment.status != "draft":
+    """draft → preparing (worker) or running (external, with a planning pass requested).
+
+    Worker experiments need every domain's corpus (or the corpus to cluster)."""
+    if experiment.status != ExperimentStatus.DRAFT:
         raise Conflict(f"experiment is {experiment.status}; only a draft can be started", code="bad_status")
-    if experiment.executor == "worker":
+    if experiment.executor == Executor.WORKER:
         missing = [d.name for d in experiment.domains if d.path is None]
         if experiment.cluster is not None and "path" not in experiment.cluster:
             missing = ["the unlabeled corpus (PUT /experiments/{id}/corpus)"]
@@ -225,20 +225,24 @@ def start_experiment(*, session: Session, experiment: Experiment) -> None:
             raise Conflict(
                 f"upload a corpus for every domain first; missing: {missing}", code="missing_corpus"
             )
-    experiment.status = "preparing" if experiment.executor == "worker" else "running"
+    if experiment.executor == Executor.WORKER:
+        experiment.status = ExperimentStatus.PREPARING
+    else:
+        experiment.status = ExperimentStatus.RUNNING
+        request_plan(session, experiment.id)
     experiment.started_at = utcnow()
     experiment.heartbeat_at = None
     session.flush()
 
 
 def cancel_experiment(*, session: Session, experiment: Experiment) -> None:
-    if experiment.status in ("done", "failed", "cancelled"):
+    if experiment.status in FINISHED:
         raise Conflict(f"experiment is already {experiment.status}", code="bad_status")
-    experiment.status = "cancelled"
+    experiment.status = ExperimentStatus.CANCELLED
     experiment.finished_at = utcnow()
     session.execute(
         update(Run)
-        .where(Run.experiment_id == experiment.id, Run.status.in_(("queued", "running")))
-        .values(status="cancelled", finished_at=utcnow())
+        .where(Run.experiment_id == experiment.id, Run.status.in_(LIVE_RUNS))
+        .values(status=RunStatus.CANCELLED, finished_at=utcnow())
     )
     session.flush()

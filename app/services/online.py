@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidInput, NotFound
 from app.models import Experiment, OnlineSession, utcnow
 from app.schemas import OnlineSessionCreate, OnlineSessionOut, OnlineUpdateIn, unknown
-from app.services.loop import build_space, domain_names
+from app.services.planning import build_space
 from strategies import StrategyError
 from strategies.online import Signal, get_online_strategy
 
@@ -67,7 +67,7 @@ def list_sessions(*, session: Session, experiment: Experiment) -> list[OnlineSes
 def update_session(
     *, session: Session, experiment: Experiment, row: OnlineSession, body: OnlineUpdateIn
 ) -> OnlineSession:
-    names = domain_names(experiment)
+    names = experiment.domain_names
     for what, values in (
         ("losses", body.losses),
         ("alignment", body.alignment),
@@ -92,7 +92,7 @@ def update_session(
 
 
 def session_out(experiment: Experiment, row: OnlineSession) -> OnlineSessionOut:
-    names = domain_names(experiment)
+    names = experiment.domain_names
     return OnlineSessionOut(
         id=row.id,
         experiment_id=row.experiment_id,

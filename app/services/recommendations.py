@@ -1,4 +1,4 @@
-"""Reading recommendations back (they are written by the loop's refits)."""
+"""Reading recommendations back (they are written by the planner)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 
 from app.models import Experiment, Recommendation
 from app.schemas import RecommendationOut
-from app.services.loop import domain_names
 
 
 def latest_recommendation(*, session: Session, experiment: Experiment) -> Recommendation | None:
@@ -29,7 +28,7 @@ def list_recommendations(
 
 
 def recommendation_out(experiment: Experiment, rec: Recommendation) -> RecommendationOut:
-    names = domain_names(experiment)
+    names = experiment.domain_names
     return RecommendationOut(
         id=rec.id,
         experiment_id=rec.experiment_id,

@@ -6,11 +6,12 @@ whose run was reclaimed (its ``claim_token`` changed) cannot overwrite the new a
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
@@ -18,12 +19,12 @@ from app.core.db import is_postgres
 from app.errors import Conflict, InvalidInput, NotFound, NotReady
 from app.models import Experiment, Run, utcnow
 from app.schemas import ImportedRun, RunOut, unknown
-from app.services.loop import advance, domain_names, fidelity_info
-from strategies import StrategyError
+from app.services.planning import request_plan
+from app.status import FINISHED, Executor, ExperimentStatus, RunOrigin, RunStatus
 
 
 def run_out(experiment: Experiment, run: Run) -> RunOut:
-    names = domain_names(experiment)
+    names = experiment.domain_names
     return RunOut(
         weights=dict(zip(names, run.weights, strict=True)),
         **{k: getattr(run, k) for k in RunOut.model_fields if k != "weights"},
@@ -55,9 +56,13 @@ def claim(*, session: Session, run_id: int, worker: str) -> str | None:
     now = utcnow()
     res = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status == "queued", or_(Run.not_before.is_(None), Run.not_before <= now))
+        .where(
+            Run.id == run_id,
+            Run.status == RunStatus.QUEUED,
+            or_(Run.not_before.is_(None), Run.not_before <= now),
+        )
         .values(
-            status="running",
+            status=RunStatus.RUNNING,
             attempts=Run.attempts + 1,
             worker=worker,
             claim_token=token,
@@ -75,9 +80,9 @@ def next_queued(*, session: Session) -> int | None:
         select(Run.id)
         .join(Experiment, Experiment.id == Run.experiment_id)
         .where(
-            Run.status == "queued",
-            Run.origin == "worker",
-            Experiment.status == "running",
+            Run.status == RunStatus.QUEUED,
+            Run.origin == RunOrigin.WORKER,
+            Experiment.status == ExperimentStatus.RUNNING,
             or_(Run.not_before.is_(None), Run.not_before <= utcnow()),
         )
         .order_by(Run.id)
@@ -92,7 +97,7 @@ def heartbeat(*, session: Session, run_id: int, token: str, progress: dict[str, 
     """Record progress; False means the run is no longer ours (cancelled or reclaimed): stop."""
     res = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.claim_token == token, Run.status == "running")
+        .where(Run.id == run_id, Run.claim_token == token, Run.status == RunStatus.RUNNING)
         .values(heartbeat_at=utcnow(), progress=progress)
     )
     return res.rowcount == 1  # type: ignore[attr-defined]
@@ -110,47 +115,57 @@ def complete(
     extra: dict[str, Any] | None = None,
 ) -> bool:
     """running → succeeded with validated losses. False if the claim was lost meanwhile."""
-    bad = unknown(losses, domain_names(experiment))
+    bad = unknown(losses, experiment.domain_names)
     if bad:
         raise InvalidInput(
-            f"losses name unknown domains {bad}; known: {domain_names(experiment)}", code="unknown_domain"
+            f"losses name unknown domains {bad}; known: {experiment.domain_names}", code="unknown_domain"
         )
     missing = sorted(set(experiment.target) - set(losses))
     if missing:
         raise InvalidInput(f"losses lack target domains {missing}", code="missing_losses")
     target_loss = sum(w * losses[d] for d, w in experiment.target.items())
-    cond = [Run.id == run.id, Run.status == "running"]
+    cond = [Run.id == run.id, Run.status == RunStatus.RUNNING]
     if token is not None:
         cond.append(Run.claim_token == token)
     res = session.execute(
         update(Run)
         .where(and_(*cond))
         .values(
-            status="succeeded",
+            status=RunStatus.SUCCEEDED,
             losses=losses,
             target_loss=float(target_loss),
-            cost=cost if cost is not None else float(fidelity_info(experiment, run.fidelity)["cost"]),
+            cost=cost if cost is not None else _fidelity_cost(experiment, run.fidelity),
             wall_s=wall_s,
             extra=extra or {},
             finished_at=utcnow(),
             lease_expires_at=None,
         )
     )
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    saved = res.rowcount == 1  # type: ignore[attr-defined]
+    if saved:
+        request_plan(session, experiment.id)
+    return saved
+
+
+def _fidelity_cost(experiment: Experiment, name: str) -> float:
+    f = experiment.fidelity(name)
+    return f.cost if f is not None else experiment.target_fidelity.cost
 
 
 def fail(*, session: Session, run_id: int, token: str | None, error: str, retryable: bool) -> str | None:
-    """running → queued (with backoff) while attempts remain and the error is retryable, else failed."""
+    """running → queued (with backoff) while attempts remain and the error is retryable, else failed
+    (which frees budget, so planning is requested)."""
     settings = get_settings()
     run = session.get(Run, run_id, populate_existing=True)
-    if run is None or run.status != "running" or (token is not None and run.claim_token != token):
+    if run is None or run.status != RunStatus.RUNNING or (token is not None and run.claim_token != token):
         return None
     if retryable and run.attempts < settings.max_run_attempts:
-        run.status = "queued"
+        run.status = RunStatus.QUEUED
         run.not_before = utcnow() + timedelta(seconds=settings.retry_backoff_s * 2 ** (run.attempts - 1))
     else:
-        run.status = "failed"
+        run.status = RunStatus.FAILED
         run.finished_at = utcnow()
+        request_plan(session, run.experiment_id)
     run.error = error[:10_000]
     run.claim_token = None
     run.lease_expires_at = None
@@ -160,23 +175,26 @@ def fail(*, session: Session, run_id: int, token: str | None, error: str, retrya
 
 def retry(*, session: Session, experiment: Experiment, run: Run) -> list[int]:
     """Put a failed or cancelled run back in the queue with a fresh set of attempts."""
-    if run.status not in ("failed", "cancelled"):
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise Conflict(
             f"run {run.id} is {run.status}; only failed or cancelled runs can be retried", code="bad_status"
         )
-    if experiment.status in ("done", "failed", "cancelled"):
-        experiment.status = "running"
+    if experiment.status in FINISHED:
+        experiment.status = ExperimentStatus.RUNNING
         experiment.finished_at = None
         experiment.error = None
-    run.status, run.attempts, run.error, run.not_before = "queued", 0, None, None
+    run.status, run.attempts, run.error, run.not_before = RunStatus.QUEUED, 0, None, None
+    request_plan(session, experiment.id)
     session.flush()
-    return [run.id] if run.origin == "worker" else []
+    return [run.id] if run.origin == RunOrigin.WORKER else []
 
 
 def reap(*, session: Session) -> tuple[list[int], list[int]]:
     """Re-queue (or fail) worker runs with no heartbeat and external runs whose lease expired.
 
-    Returns (runs to dispatch, experiments whose preparation must be restarted).
+    Returns (runs to dispatch, experiments whose preparation must be restarted). A run that fails for
+    good requests planning itself (see ``fail``); planner jobs whose lease ran out are found by
+    ``planning.due_jobs``.
     """
     settings = get_settings()
     now = utcnow()
@@ -184,10 +202,10 @@ def reap(*, session: Session) -> tuple[list[int], list[int]]:
     lost = list(
         session.scalars(
             select(Run).where(
-                Run.status == "running",
+                Run.status == RunStatus.RUNNING,
                 or_(
-                    and_(Run.origin == "worker", Run.heartbeat_at < stale),
-                    and_(Run.origin == "external", Run.lease_expires_at < now),
+                    and_(Run.origin == RunOrigin.WORKER, Run.heartbeat_at < stale),
+                    and_(Run.origin == RunOrigin.EXTERNAL, Run.lease_expires_at < now),
                 ),
             )
         )
@@ -202,16 +220,16 @@ def reap(*, session: Session) -> tuple[list[int], list[int]]:
             f"(attempt {run.attempts})",
             retryable=True,
         )
-        if status == "queued":
+        if status == RunStatus.QUEUED:
             run.not_before = None
-            if run.origin == "worker":
+            if run.origin == RunOrigin.WORKER:
                 requeued.append(run.id)
     # Messages can be lost with a broker restart: re-send worker runs queued for too long.
     requeued += list(
         session.scalars(
             select(Run.id).where(
-                Run.status == "queued",
-                Run.origin == "worker",
+                Run.status == RunStatus.QUEUED,
+                Run.origin == RunOrigin.WORKER,
                 Run.created_at < stale,
                 or_(Run.not_before.is_(None), Run.not_before < stale),
             )
@@ -225,51 +243,89 @@ def reap(*, session: Session) -> tuple[list[int], list[int]]:
     if preparing:  # a cleared heartbeat makes the preparation claimable again
         session.execute(update(Experiment).where(Experiment.id.in_(preparing)).values(heartbeat_at=None))
     session.flush()
-    for exp_id in {r.experiment_id for r in lost}:
-        requeued += advance(session, exp_id)
     return sorted(set(requeued)), preparing
 
 
-def ask(*, session: Session, experiment: Experiment) -> Run:
-    """Hand the next mixture to an external pipeline, under a lease."""
-    if experiment.executor != "external":
+def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run:
+    """Lease the oldest proposed run to an external pipeline: one conditional UPDATE, no fitting.
+
+    With nothing ready it polls until ``wait_s`` has passed, then raises ``NotReady`` (409
+    ``no_run_ready`` with Retry-After). At most ``parallelism`` runs are leased at once; under concurrent
+    asks on PostgreSQL that cap is approximate, but no run is ever leased twice.
+    """
+    if experiment.executor != Executor.EXTERNAL:
         raise Conflict("ask/tell is for experiments with executor='external'", code="bad_executor")
-    if experiment.status == "done":
-        raise Conflict("the budget is spent; read the recommendation", code="budget_spent")
-    if experiment.status != "running":
-        raise Conflict(
-            f"experiment is {experiment.status}; only a running experiment hands out runs", code="bad_status"
-        )
-    try:
-        advance(session, experiment.id)
-    except StrategyError as e:
-        raise InvalidInput(str(e), code="strategy_error") from e
-    session.refresh(experiment)
+    experiment_id, parallelism = experiment.id, experiment.parallelism
+    deadline = time.monotonic() + max(wait_s, 0.0)
+    delay = 0.02
+    while True:
+        status = session.scalar(select(Experiment.status).where(Experiment.id == experiment_id))
+        if status == ExperimentStatus.DONE:
+            raise Conflict("the budget is spent; read the recommendation", code="budget_spent")
+        if status != ExperimentStatus.RUNNING:
+            raise Conflict(
+                f"experiment is {status}; only a running experiment hands out runs", code="bad_status"
+            )
+        run = _lease(session, experiment_id, parallelism)
+        if run is not None:
+            return run
+        session.rollback()  # end the snapshot, so the next try sees the planner's commits
+        if time.monotonic() + delay > deadline:
+            raise NotReady(
+                "no proposed run is ready: the planner is catching up, or every run is leased "
+                "(parallelism); retry after Retry-After seconds, or pass ?wait=SECONDS",
+                retry_after=1.0,
+                code="no_run_ready",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None:
     now = utcnow()
-    run_id = session.scalar(
+    oldest_ready = (
         select(Run.id)
-        .where(Run.experiment_id == experiment.id, Run.status == "queued")
+        .where(
+            Run.experiment_id == experiment_id,
+            Run.status == RunStatus.QUEUED,
+            or_(Run.not_before.is_(None), Run.not_before <= now),
+        )
         .order_by(Run.id)
         .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
-    if run_id is None or claim(session=session, run_id=run_id, worker="external") is None:
-        if experiment.status != "running":
-            raise Conflict("the budget is spent; read the recommendation", code="budget_spent")
-        raise NotReady("every proposed run is taken; report results or retry shortly", code="no_run_ready")
-    run = session.get(Run, run_id, populate_existing=True)
-    assert run is not None
-    run.lease_expires_at = now + timedelta(seconds=get_settings().lease_s)
-    session.flush()
-    return run
+    leased = (
+        select(func.count())
+        .select_from(Run)
+        .where(Run.experiment_id == experiment_id, Run.status == RunStatus.RUNNING)
+        .scalar_subquery()
+    )
+    run_id = session.scalar(
+        update(Run)
+        .where(Run.id == oldest_ready, leased < parallelism)
+        .values(
+            status=RunStatus.RUNNING,
+            attempts=Run.attempts + 1,
+            worker=RunOrigin.EXTERNAL.value,
+            claim_token=uuid.uuid4().hex,
+            heartbeat_at=now,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=get_settings().lease_s),
+            error=None,
+        )
+        .returning(Run.id)
+    )
+    return None if run_id is None else session.get(Run, run_id, populate_existing=True)
 
 
 def extend_lease(*, session: Session, run: Run, progress: dict[str, Any]) -> Run:
-    if run.status != "running":
+    if run.status != RunStatus.RUNNING:
         raise Conflict(f"run {run.id} is {run.status}; only running runs take heartbeats", code="bad_status")
     now = utcnow()
     run.heartbeat_at = now
     run.progress = progress
-    if run.origin == "external":
+    if run.origin == RunOrigin.EXTERNAL:
         run.lease_expires_at = now + timedelta(seconds=get_settings().lease_s)
     session.flush()
     return run
@@ -277,7 +333,7 @@ def extend_lease(*, session: Session, run: Run, progress: dict[str, Any]) -> Run
 
 def import_runs(*, session: Session, experiment: Experiment, runs: list[ImportedRun]) -> list[int]:
     """Add runs trained elsewhere as succeeded observations (all or nothing)."""
-    names = domain_names(experiment)
+    names = experiment.domain_names
     rows = []
     for i, r in enumerate(runs):
         bad = unknown(r.weights, names) or unknown(r.losses, names)
@@ -286,26 +342,27 @@ def import_runs(*, session: Session, experiment: Experiment, runs: list[Imported
         missing = sorted(set(experiment.target) - set(r.losses))
         if missing:
             raise InvalidInput(f"run {i}: losses lack target domains {missing}", code="missing_losses")
-        fid = r.fidelity or experiment.fidelities[-1]["name"]
-        try:
-            info = fidelity_info(experiment, fid)
-        except StrategyError as e:
-            raise InvalidInput(f"run {i}: {e}", code="unknown_fidelity") from e
+        fid = r.fidelity or experiment.target_fidelity.name
+        info = experiment.fidelity(fid)
+        if info is None:
+            known = [f.name for f in experiment.fidelities]
+            raise InvalidInput(f"run {i}: unknown fidelity {fid!r}; known: {known}", code="unknown_fidelity")
         now = utcnow()
         rows.append(
             Run(
                 experiment_id=experiment.id,
                 weights=[r.weights.get(n, 0.0) for n in names],
                 fidelity=fid,
-                origin="import",
-                status="succeeded",
+                origin=RunOrigin.IMPORT,
+                status=RunStatus.SUCCEEDED,
                 losses=r.losses,
                 target_loss=sum(w * r.losses[d] for d, w in experiment.target.items()),
-                cost=r.cost or float(info["cost"]),
+                cost=r.cost or info.cost,
                 started_at=now,
                 finished_at=now,
             )
         )
     session.add_all(rows)
+    request_plan(session, experiment.id)
     session.flush()
     return [r.id for r in rows]

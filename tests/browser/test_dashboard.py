@@ -91,7 +91,7 @@ def test_runs_table_refreshes_while_running(live: LiveServer, watch: PageWatch) 
     assert page.is_visible("#live")
     before = page.inner_text("#runs-done")
     with live.api() as api:
-        run = api.post(f"{exp['base']}/ask").json()["run"]
+        run = api.post(f"{exp['base']}/ask", params={"wait": 30}).json()["run"]
         api.post(f"{exp['base']}/runs/{run['id']}/result", json={"losses": fake_losses(run["weights"])})
     page.wait_for_selector(f"#runs tbody tr[data-href$='/runs/{run['id']}']", timeout=15_000)
     page.wait_for_function(f"document.getElementById('runs-done').textContent !== {json.dumps(before)}")

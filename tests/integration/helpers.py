@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -35,3 +37,13 @@ def fake_losses(weights: dict[str, float]) -> dict[str, float]:
 
 def error_code(resp: Any) -> str:
     return str(resp.json()["error"]["code"])
+
+
+def wait_for(pred: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll until ``pred()`` is truthy: the planner works off the request path."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

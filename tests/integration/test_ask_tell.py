@@ -19,7 +19,7 @@ def test_ask_tell_until_budget_then_final_recommendation(api, auth) -> None:  # 
     base = _start(api, auth, budget=5, parallelism=2)
     told = 0
     while True:
-        resp = api.post(f"{base}/ask", headers=auth)
+        resp = api.post(f"{base}/ask", params={"wait": 30}, headers=auth)
         if resp.status_code == 409:
             assert error_code(resp) == "budget_spent"
             break
@@ -43,7 +43,7 @@ def test_admire_spends_on_both_fidelities_and_learns_the_cheap_runs_offset(api, 
     """Multi-fidelity BO through ask/tell: the small proxy reads 0.3 higher on every domain."""
     base = _start(api, auth, strategy="admire", budget=6, parallelism=2)
     asked = []
-    while (resp := api.post(f"{base}/ask", headers=auth)).status_code != 409:
+    while (resp := api.post(f"{base}/ask", params={"wait": 30}, headers=auth)).status_code != 409:
         trial = resp.json()["run"]
         shift = 0.3 if trial["fidelity"] == "small" else 0.0
         losses = {d: v + shift for d, v in fake_losses(trial["weights"]).items()}
@@ -59,8 +59,8 @@ def test_admire_spends_on_both_fidelities_and_learns_the_cheap_runs_offset(api, 
 
 def test_parallel_asks_get_distinct_runs_and_wait_when_all_taken(api, auth) -> None:  # type: ignore[no-untyped-def]
     base = _start(api, auth, budget=10, parallelism=2)
-    a = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
-    b = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    a = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
+    b = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
     assert a != b
     busy = api.post(f"{base}/ask", headers=auth)
     assert busy.status_code == 409 and error_code(busy) == "no_run_ready" and "Retry-After" in busy.headers
@@ -68,7 +68,7 @@ def test_parallel_asks_get_distinct_runs_and_wait_when_all_taken(api, auth) -> N
 
 def test_bad_results_are_rejected_and_nothing_changes(api, auth) -> None:  # type: ignore[no-untyped-def]
     base = _start(api, auth)
-    run = api.post(f"{base}/ask", headers=auth).json()["run"]
+    run = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]
     url = f"{base}/runs/{run['id']}/result"
     cases = [
         ({"losses": {"web": 2.0, "code": 2.0, "books": 1.0}}, 422, "unknown_domain"),
@@ -92,7 +92,7 @@ def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # 
     from app.services.runs import reap
 
     base = _start(api, auth)
-    run_id = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    run_id = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
     beat = api.post(f"{base}/runs/{run_id}/heartbeat", json={"progress": {"step": 10}}, headers=auth).json()
     assert beat["progress"] == {"step": 10}
     with session_scope() as session:  # the pipeline crashed: its lease ran out long ago
@@ -101,13 +101,13 @@ def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # 
         reap(session=session)
     run = api.get(f"{base}/runs/{run_id}", headers=auth).json()
     assert run["status"] == "queued" and run["error"].startswith("lost")
-    again = api.post(f"{base}/ask", headers=auth).json()["run"]
+    again = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]
     assert again["id"] == run_id and again["attempts"] == 2
 
 
 def test_failed_run_can_be_retried(api, auth) -> None:  # type: ignore[no-untyped-def]
     base = _start(api, auth)
-    run_id = api.post(f"{base}/ask", headers=auth).json()["run"]["id"]
+    run_id = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
     failed = api.post(f"{base}/runs/{run_id}/fail", json={"error": "CUDA OOM"}, headers=auth).json()
     assert failed["status"] == "failed" and failed["error"] == "CUDA OOM"
     retried = api.post(f"{base}/runs/{run_id}/retry", headers=auth).json()
@@ -123,7 +123,10 @@ def test_import_runs_feeds_the_strategy_and_costs_no_budget(api, auth) -> None: 
         runs.append({"weights": w, "losses": fake_losses(w)})
     out = api.post(f"{base}/runs/import", json={"runs": runs}, headers=auth)
     assert out.status_code == 201 and out.json()["imported"] == 12
-    assert api.get(base, headers=auth).json()["spent"] == 0
+    items = api.get(f"{base}/runs", params={"limit": 100}, headers=auth).json()["items"]
+    proposed = [r for r in items if r["origin"] != "import"]  # at most the budget's one run
+    assert len(items) - len(proposed) == 12 and len(proposed) <= 1
+    assert api.get(base, headers=auth).json()["spent"] == len(proposed)
     bad = api.post(
         f"{base}/runs/import",
         json={"runs": [{"weights": {"web": 0.5, "code": 0.6}, "losses": {}}]},
@@ -134,7 +137,8 @@ def test_import_runs_feeds_the_strategy_and_costs_no_budget(api, auth) -> None: 
     assert (
         error_code(api.post(f"{base}/runs/import", json={"runs": unknown}, headers=auth)) == "unknown_domain"
     )
-    assert api.get(f"{base}/runs", headers=auth).json()["items"].__len__() == 12
+    imported = api.get(f"{base}/runs", params={"limit": 100}, headers=auth).json()["items"]
+    assert sum(r["origin"] == "import" for r in imported) == 12
 
 
 def test_ask_on_worker_experiment_is_rejected(api, auth) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_unlabeled_corpus_is_split_into_domains(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
-    from app.services.execution import prepare_experiment
+    from workers.execution import prepare_experiment
     from proxy_models.corpora import documents, take
 
     docs = [d[:600] for d in take(documents("code"), max_docs=25) + take(documents("sports"), max_docs=25)]

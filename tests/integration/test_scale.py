@@ -26,7 +26,7 @@ class QueryCounter:
 def test_ten_thousand_runs(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
     from app.core.db import get_engine, session_scope
     from app.models import Experiment
-    from app.services.loop import history
+    from app.services.planning import history
 
     exp = api.post("/api/v1/experiments", json=external_spec(strategy="random"), headers=auth).json()
     base = f"/api/v1/experiments/{exp['id']}"

@@ -7,23 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import PageDep, ProjectDep, SessionDep, SettingsDep
+from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, ProjectDep, SessionDep, SettingsDep
 from app.errors import NotFound
-from app.models import Recommendation
+from app.models import Experiment, Recommendation
 from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, Page, RecommendationOut
 from app.services import corpora
 from app.services import experiments as service
-from app.services.dispatch import dispatch_prepare
+from app.services.dispatch import dispatcher
 from app.services.recommendations import latest_recommendation, list_recommendations, recommendation_out
+from app.status import ExperimentStatus
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-ExperimentId = Annotated[int, PathParam(description="experiment id")]
 
 
-def _out(session: SessionDep, experiment) -> ExperimentOut:  # type: ignore[no-untyped-def]
+def _out(session: SessionDep, experiment: Experiment) -> ExperimentOut:
     return service.to_out(session=session, experiments=[experiment])[0]
 
 
@@ -43,10 +42,8 @@ def list_(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[Exper
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut)
-def get(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> ExperimentOut:
-    return _out(
-        session, service.get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
-    )
+def get(experiment: ExperimentDep, session: SessionDep) -> ExperimentOut:
+    return _out(session, experiment)
 
 
 @router.put(
@@ -55,15 +52,13 @@ def get(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -
     summary="Upload a domain's corpus as the raw request body (.txt, .jsonl, optionally .gz)",
 )
 async def upload_corpus(
-    experiment_id: ExperimentId,
+    experiment: ExperimentDep,
     domain: str,
     request: Request,
     session: SessionDep,
-    project: ProjectDep,
     settings: SettingsDep,
     filename: Annotated[str, Query(description="tells the format: x.txt, x.jsonl, x.txt.gz, x.jsonl.gz")],
 ) -> DomainOut:
-    experiment = service.get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
     target = service.upload_target(experiment=experiment, domain=domain)
     stored = await _receive(request, filename, settings)
     service.attach_corpus(session=session, domain=target, stored=stored)
@@ -76,14 +71,12 @@ async def upload_corpus(
     summary="Upload the unlabeled corpus of a clustering experiment (raw body, like a domain corpus)",
 )
 async def upload_unlabeled(
-    experiment_id: ExperimentId,
+    experiment: ExperimentDep,
     request: Request,
     session: SessionDep,
-    project: ProjectDep,
     settings: SettingsDep,
     filename: Annotated[str, Query(description="tells the format: x.txt, x.jsonl, x.txt.gz, x.jsonl.gz")],
 ) -> ExperimentOut:
-    experiment = service.get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
     service.check_unlabeled_upload(experiment=experiment)
     stored = await _receive(request, filename, settings)
     service.attach_unlabeled(session=session, experiment=experiment, stored=stored)
@@ -106,24 +99,20 @@ async def _receive(request: Request, filename: str, settings: SettingsDep) -> co
 @router.post(
     "/{experiment_id}/start", response_model=ExperimentOut, summary="Prepare data and start the search"
 )
-def start(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> ExperimentOut:
-    experiment = service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id, lock=True
-    )
+def start(experiment: LockedExperimentDep, session: SessionDep) -> ExperimentOut:
     service.start_experiment(session=session, experiment=experiment)
     session.commit()
-    if experiment.status == "preparing":
-        dispatch_prepare(experiment.id)
+    if experiment.status == ExperimentStatus.PREPARING:
+        dispatcher().prepare(experiment.id)
+    else:
+        dispatcher().plan(experiment.id)
     return _out(session, experiment)
 
 
 @router.post(
     "/{experiment_id}/cancel", response_model=ExperimentOut, summary="Cancel the experiment and its runs"
 )
-def cancel(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> ExperimentOut:
-    experiment = service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id, lock=True
-    )
+def cancel(experiment: LockedExperimentDep, session: SessionDep) -> ExperimentOut:
     service.cancel_experiment(session=session, experiment=experiment)
     return _out(session, experiment)
 
@@ -133,14 +122,12 @@ def cancel(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep
     response_model=RecommendationOut,
     summary="The latest recommended mixture (final once the experiment is done)",
 )
-def recommendation(
-    experiment_id: ExperimentId, session: SessionDep, project: ProjectDep
-) -> RecommendationOut:
-    experiment = service.get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
+def recommendation(experiment: ExperimentDep, session: SessionDep) -> RecommendationOut:
     rec: Recommendation | None = latest_recommendation(session=session, experiment=experiment)
     if rec is None:
         raise NotFound(
-            "no recommendation yet: it appears after the first batch of runs", code="no_recommendation"
+            "no recommendation yet: the planner writes one once the first results are in",
+            code="no_recommendation",
         )
     return recommendation_out(experiment, rec)
 
@@ -150,10 +137,7 @@ def recommendation(
     response_model=Page[RecommendationOut],
     summary="Every refit, oldest first (the audit trail)",
 )
-def recommendations(
-    experiment_id: ExperimentId, session: SessionDep, project: ProjectDep, page: PageDep
-) -> Page[RecommendationOut]:
-    experiment = service.get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
+def recommendations(experiment: ExperimentDep, session: SessionDep, page: PageDep) -> Page[RecommendationOut]:
     rows = list_recommendations(session=session, experiment=experiment, limit=page.limit, after=page.after)
     return Page(
         items=[recommendation_out(experiment, r) for r in rows],

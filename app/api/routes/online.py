@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ProjectDep, SessionDep
-from app.api.routes.experiments import ExperimentId
+from app.api.deps import ExperimentDep, SessionDep
 from app.schemas import OnlineSessionCreate, OnlineSessionOut, OnlineUpdateIn
-from app.services import experiments as experiment_service
 from app.services import online as service
 
 router = APIRouter(prefix="/experiments/{experiment_id}/online-sessions", tags=["online"])
@@ -16,22 +14,14 @@ router = APIRouter(prefix="/experiments/{experiment_id}/online-sessions", tags=[
 @router.post(
     "", status_code=201, response_model=OnlineSessionOut, summary="Start a session; returns first weights"
 )
-def create(
-    experiment_id: ExperimentId, body: OnlineSessionCreate, session: SessionDep, project: ProjectDep
-) -> OnlineSessionOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def create(experiment: ExperimentDep, body: OnlineSessionCreate, session: SessionDep) -> OnlineSessionOut:
     return service.session_out(
         experiment, service.create_session(session=session, experiment=experiment, spec=body)
     )
 
 
 @router.get("", response_model=list[OnlineSessionOut], summary="Sessions of this experiment")
-def list_(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> list[OnlineSessionOut]:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def list_(experiment: ExperimentDep, session: SessionDep) -> list[OnlineSessionOut]:
     return [
         service.session_out(experiment, r)
         for r in service.list_sessions(session=session, experiment=experiment)
@@ -39,12 +29,7 @@ def list_(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep)
 
 
 @router.get("/{session_id}", response_model=OnlineSessionOut)
-def get(
-    experiment_id: ExperimentId, session_id: int, session: SessionDep, project: ProjectDep
-) -> OnlineSessionOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def get(experiment: ExperimentDep, session_id: int, session: SessionDep) -> OnlineSessionOut:
     row = service.get_session(session=session, experiment=experiment, session_id=session_id)
     return service.session_out(experiment, row)
 
@@ -53,15 +38,8 @@ def get(
     "/{session_id}/update", response_model=OnlineSessionOut, summary="Report losses; get new weights"
 )
 def update(
-    experiment_id: ExperimentId,
-    session_id: int,
-    body: OnlineUpdateIn,
-    session: SessionDep,
-    project: ProjectDep,
+    experiment: ExperimentDep, session_id: int, body: OnlineUpdateIn, session: SessionDep
 ) -> OnlineSessionOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
     row = service.get_session(session=session, experiment=experiment, session_id=session_id, lock=True)
     row = service.update_session(session=session, experiment=experiment, row=row, body=body)
     return service.session_out(experiment, row)

@@ -1,4 +1,8 @@
-"""Runs: list and read; ask/tell for external pipelines; heartbeat, fail, retry; bulk import."""
+"""Runs: list and read; ask/tell for external pipelines; heartbeat, fail, retry; bulk import.
+
+Every route only reads and writes rows: a result is committed, then planning is requested of the
+planner (``workers/planner.py``); ask leases a run the planner already proposed.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,31 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import PageDep, ProjectDep, SessionDep
-from app.api.routes.experiments import ExperimentId
+from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, SessionDep
 from app.errors import Conflict
 from app.schemas import AskOut, FailIn, HeartbeatIn, ImportIn, ImportOut, Page, ResultIn, RunOut
-from app.services import experiments as experiment_service
 from app.services import runs as service
-from app.services.dispatch import dispatch_runs
-from app.services.loop import advance
+from app.services.dispatch import dispatcher
+from app.status import RunOrigin, RunStatus
 
 router = APIRouter(prefix="/experiments/{experiment_id}", tags=["runs"])
-Status = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
+StatusFilter = Annotated[RunStatus | None, Query(description="only runs in this status")]
+Wait = Annotated[
+    float,
+    Query(ge=0, le=60, description="seconds to wait for a proposed run when none is ready (long poll)"),
+]
+NOT_READY = {
+    409: {
+        "description": "`no_run_ready` (with Retry-After: the planner is catching up, or `parallelism` "
+        "runs are leased), `budget_spent`, `bad_status` or `bad_executor`"
+    }
+}
 
 
 @router.get("/runs", response_model=Page[RunOut], summary="List runs in creation order (keyset pagination)")
 def list_runs(
-    experiment_id: ExperimentId,
-    session: SessionDep,
-    project: ProjectDep,
-    page: PageDep,
-    status: Status = None,
+    experiment: ExperimentDep, session: SessionDep, page: PageDep, status: StatusFilter = None
 ) -> Page[RunOut]:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
     rows = service.list_runs(
         session=session, experiment=experiment, limit=page.limit, after=page.after, status=status
     )
@@ -40,19 +45,18 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(experiment_id: ExperimentId, run_id: int, session: SessionDep, project: ProjectDep) -> RunOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunOut:
     return service.run_out(experiment, service.get_run(session=session, experiment=experiment, run_id=run_id))
 
 
-@router.post("/ask", response_model=AskOut, summary="Lease the next mixture to train (external pipelines)")
-def ask(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> AskOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
-    run = service.ask(session=session, experiment=experiment)
+@router.post(
+    "/ask",
+    response_model=AskOut,
+    responses=NOT_READY,
+    summary="Lease the next proposed mixture to train (external pipelines); never waits for a fit",
+)
+def ask(experiment: ExperimentDep, session: SessionDep, wait: Wait = 0.0) -> AskOut:
+    run = service.ask(session=session, experiment=experiment, wait_s=wait)
     assert run.lease_expires_at is not None
     return AskOut(run=service.run_out(experiment, run), lease_expires_at=run.lease_expires_at)
 
@@ -60,14 +64,9 @@ def ask(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -
 @router.post(
     "/runs/{run_id}/result", response_model=RunOut, summary="Report a leased run's per-domain losses"
 )
-def tell(
-    experiment_id: ExperimentId, run_id: int, body: ResultIn, session: SessionDep, project: ProjectDep
-) -> RunOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def tell(experiment: ExperimentDep, run_id: int, body: ResultIn, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
-    if run.origin != "external":
+    if run.origin != RunOrigin.EXTERNAL:
         raise Conflict(f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin")
     saved = service.complete(
         session=session,
@@ -82,7 +81,8 @@ def tell(
         raise Conflict(
             f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
         )
-    advance(session, experiment.id)
+    session.commit()  # the result is stored before anything plans on it
+    dispatcher().plan(experiment.id)
     session.refresh(run)
     return service.run_out(experiment, run)
 
@@ -90,51 +90,40 @@ def tell(
 @router.post(
     "/runs/{run_id}/heartbeat", response_model=RunOut, summary="Extend a leased run and record progress"
 )
-def heartbeat(
-    experiment_id: ExperimentId, run_id: int, body: HeartbeatIn, session: SessionDep, project: ProjectDep
-) -> RunOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def heartbeat(experiment: ExperimentDep, run_id: int, body: HeartbeatIn, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
     return service.run_out(experiment, service.extend_lease(session=session, run=run, progress=body.progress))
 
 
 @router.post("/runs/{run_id}/fail", response_model=RunOut, summary="Report that a leased run failed")
-def fail(
-    experiment_id: ExperimentId, run_id: int, body: FailIn, session: SessionDep, project: ProjectDep
-) -> RunOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def fail(experiment: ExperimentDep, run_id: int, body: FailIn, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
     if service.fail(session=session, run_id=run.id, token=None, error=body.error, retryable=False) is None:
         raise Conflict(f"run {run_id} is {run.status}; only a running run can fail", code="bad_status")
-    advance(session, experiment.id)
+    session.commit()
+    dispatcher().plan(experiment.id)
     session.refresh(run)
     return service.run_out(experiment, run)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut, summary="Re-queue a failed or cancelled run")
-def retry(experiment_id: ExperimentId, run_id: int, session: SessionDep, project: ProjectDep) -> RunOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id, lock=True
-    )
+def retry(experiment: LockedExperimentDep, run_id: int, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
     to_dispatch = service.retry(session=session, experiment=experiment, run=run)
     session.commit()
-    dispatch_runs(to_dispatch)
+    dispatcher().runs(to_dispatch)
+    dispatcher().plan(experiment.id)
     return service.run_out(experiment, run)
 
 
 @router.post(
-    "/runs/import", response_model=ImportOut, status_code=201, summary="Bulk-import runs trained elsewhere"
+    "/runs/import",
+    response_model=ImportOut,
+    status_code=201,
+    summary="Bulk-import runs trained elsewhere (a recommendation follows without an ask)",
 )
-def import_runs(
-    experiment_id: ExperimentId, body: ImportIn, session: SessionDep, project: ProjectDep
-) -> ImportOut:
-    experiment = experiment_service.get_experiment(
-        session=session, project_id=project.id, experiment_id=experiment_id
-    )
+def import_runs(experiment: ExperimentDep, body: ImportIn, session: SessionDep) -> ImportOut:
     ids = service.import_runs(session=session, experiment=experiment, runs=body.runs)
+    session.commit()
+    dispatcher().plan(experiment.id)
     return ImportOut(imported=len(ids), run_ids=ids)

@@ -128,6 +128,16 @@ class DomainOut(BaseModel):
     info: dict[str, Any]
 
 
+class FidelityOut(BaseModel):
+    """A resolved fidelity: tokens and cost are filled in from the preset where not given."""
+
+    model_config = ConfigDict(from_attributes=True)
+    name: str
+    preset: str | None
+    tokens: int
+    cost: float
+
+
 class ExperimentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
@@ -137,7 +147,7 @@ class ExperimentOut(BaseModel):
     strategy: str
     strategy_params: dict[str, Any]
     target: dict[str, float]
-    fidelities: list[dict[str, Any]]
+    fidelities: list[FidelityOut]
     budget: float
     spent: float = 0.0
     parallelism: int

@@ -1,8 +1,9 @@
 """Task bodies: the Celery tasks in ``workers/tasks.py`` and the embedded worker both call these.
 
 Each one loads what it needs, calls ``proxy_models`` (the slow part, outside any transaction), and saves
-the result with a fenced UPDATE. Exceptions never leave a run ``running``: they turn into a retry with
-backoff, or a failure with the error message stored on the run.
+the result with a fenced UPDATE that also requests planning, in one transaction: a result is committed
+before any strategy sees it, so no planner error can lose it. Exceptions never leave a run ``running``:
+they turn into a retry with backoff, or a failure with the error message stored on the run.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from sqlalchemy import or_, update
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.models import Experiment, Run, utcnow
+from app.services import planning
 from app.services import runs as run_service
-from app.services.loop import advance, domain_names, fidelity_info
+from app.services.dispatch import dispatcher
+from app.status import ExperimentStatus
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -34,8 +37,7 @@ class RunAborted(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # succeeded | requeued | failed | skipped
-    new_runs: tuple[int, ...] = ()
+    status: str  # succeeded | queued (retry after retry_in_s) | failed | skipped
     retry_in_s: float | None = None
 
 
@@ -48,7 +50,7 @@ def checkpoint_path(run_id: int) -> Path:
 
 
 def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
-    """Claim run ``run_id``, train it, save per-domain losses, and advance its experiment."""
+    """Claim run ``run_id``, train it, save per-domain losses, and request planning."""
     from proxy_models.data import PreparedData
     from proxy_models.train import RunConfig, train_proxy
 
@@ -60,12 +62,12 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
         assert run is not None
         experiment = session.get(Experiment, run.experiment_id)
         assert experiment is not None
-        names = domain_names(experiment)
-        fidelity = fidelity_info(experiment, run.fidelity)
+        fidelity = experiment.fidelity(run.fidelity)
+        assert fidelity is not None and fidelity.preset is not None
         config = RunConfig(
-            preset=fidelity["preset"],
-            weights=dict(zip(names, run.weights, strict=True)),
-            tokens=int(fidelity["tokens"]),
+            preset=fidelity.preset,
+            weights=dict(zip(experiment.domain_names, run.weights, strict=True)),
+            tokens=fidelity.tokens,
             seed=run.seed,
             max_epochs=experiment.max_epochs,
             device=get_settings().device,
@@ -104,10 +106,11 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
                 error=f"{type(e).__name__}: {e}",
                 retryable=retryable,
             )
-            new = advance(session, experiment_id) if status == "failed" else []
             run = session.get(Run, run_id)
             delay = (run.not_before - utcnow()).total_seconds() if run and run.not_before else None
-        return Outcome(status or "skipped", tuple(new), delay)
+        if status == "failed":
+            dispatcher().plan(experiment_id)
+        return Outcome(status or "skipped", delay)
 
     with session_scope() as session:
         run = session.get(Run, run_id)
@@ -130,9 +133,10 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
                 "device": result.device,
             },
         )
-        new = advance(session, experiment_id) if saved else []
     checkpoint_path(run_id).unlink(missing_ok=True)
-    return Outcome("succeeded" if saved else "skipped", tuple(new))
+    if saved:
+        dispatcher().plan(experiment_id)
+    return Outcome("succeeded" if saved else "skipped")
 
 
 def prepare_experiment(experiment_id: int) -> Outcome:
@@ -146,7 +150,7 @@ def prepare_experiment(experiment_id: int) -> Outcome:
             update(Experiment)
             .where(
                 Experiment.id == experiment_id,
-                Experiment.status == "preparing",
+                Experiment.status == ExperimentStatus.PREPARING,
                 or_(Experiment.heartbeat_at.is_(None), Experiment.heartbeat_at < stale),
             )
             .values(heartbeat_at=utcnow())
@@ -158,7 +162,7 @@ def prepare_experiment(experiment_id: int) -> Outcome:
         needs_clustering = experiment.cluster is not None and not experiment.domains
     try:
         if needs_clustering:
-            from app.services.clustering_job import split_into_domains
+            from workers.clustering_job import split_into_domains
 
             split_into_domains(experiment_id)
         with session_scope() as session:
@@ -171,28 +175,31 @@ def prepare_experiment(experiment_id: int) -> Outcome:
         with session_scope() as session:
             exp = session.get(Experiment, experiment_id)
             assert exp is not None
-            exp.status, exp.error, exp.finished_at = "failed", f"preparation failed: {e}", utcnow()
+            exp.status, exp.error = ExperimentStatus.FAILED, f"preparation failed: {e}"
+            exp.finished_at = utcnow()
         return Outcome("failed")
     with session_scope() as session:
         experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
-        if experiment.status != "preparing":
+        if experiment.status != ExperimentStatus.PREPARING:
             return Outcome("skipped")
         for d in experiment.domains:
             d.tokens = data.train_tokens[d.name]
             d.val_tokens = data.val_tokens[d.name]
-        experiment.status = "running"
-        session.flush()
-        try:
-            new = advance(session, experiment_id)
-        except Exception as e:
-            experiment.status, experiment.error = "failed", f"the strategy could not propose runs: {e}"
-            experiment.finished_at = utcnow()
-            return Outcome("failed")
-    return Outcome("succeeded", tuple(new))
+        experiment.status = ExperimentStatus.RUNNING
+        planning.request_plan(session, experiment_id)
+    dispatcher().plan(experiment_id)
+    return Outcome("succeeded")
 
 
-def reap() -> tuple[list[int], list[int]]:
-    """Periodic: (lost or stuck runs to dispatch again, stalled preparations to restart)."""
+def reap() -> None:
+    """Periodic: re-send lost or stuck runs, restart stalled preparations, hand out planner jobs whose
+    lease ran out (or whose nudge was lost with a broker restart)."""
     with session_scope() as session:
-        return run_service.reap(session=session)
+        runs, preparing = run_service.reap(session=session)
+        jobs = planning.due_jobs(session)
+    dispatcher().runs(runs)
+    for experiment_id in preparing:
+        dispatcher().prepare(experiment_id)
+    for experiment_id in sorted({exp_id for exp_id, _ in jobs}):
+        dispatcher().plan(experiment_id)

@@ -1,0 +1,77 @@
+"""The dashboard's fit-quality plot: out-of-fold predictions of the target loss from the weights.
+
+Computed by the planner's refit (never in a request) and stored on the recommendation row it belongs to.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Experiment, Run
+from app.schemas.dashboard import FitQuality
+from app.status import RunStatus
+from strategies.regression import MODELS, fit_regressor, kfold_indices, score
+
+log = logging.getLogger(__name__)
+
+MAX_RUNS = 2000  # the latest target-fidelity runs: enough to judge the fit, cheap to cross-validate
+MIN_FIT_RUNS = 5  # fewer succeeded runs at the target fidelity: no cross-validated fit
+CV_FOLDS = 5
+# Fewer, larger boosting steps than the strategies use: ~8x faster, and a diagnostic plot needs the
+# shape of the fit, not its last decimal.
+QUICK_LIGHTGBM = {"n_estimators": 500, "learning_rate": 0.05}
+
+
+def target_rows(session: Session, experiment: Experiment) -> list[Any]:
+    """(id, weights, target_loss) of the latest ``MAX_RUNS`` succeeded target-fidelity runs, oldest first."""
+    rows = session.execute(
+        select(Run.id, Run.weights, Run.target_loss)
+        .where(
+            Run.experiment_id == experiment.id,
+            Run.status == RunStatus.SUCCEEDED,
+            Run.fidelity == experiment.target_fidelity.name,
+            Run.target_loss.is_not(None),
+        )
+        .order_by(Run.id.desc())
+        .limit(MAX_RUNS)
+    ).all()
+    return rows[::-1]
+
+
+def fit_quality(rows: list[Any], fidelity: str, model: str | None = None) -> FitQuality:
+    """Cross-validate ``model`` (the strategy's own regressor if it names one) on ``rows``."""
+    if len(rows) < MIN_FIT_RUNS:
+        return FitQuality(
+            fidelity=fidelity,
+            note=f"needs {MIN_FIT_RUNS} succeeded runs at fidelity {fidelity!r}; "
+            f"there are {len(rows)} so far",
+        )
+    X = np.asarray([r.weights for r in rows], dtype=float)
+    y = np.asarray([r.target_loss for r in rows], dtype=float)
+    if model not in MODELS:
+        model = "lightgbm" if len(rows) >= 20 else "linear"
+    params = QUICK_LIGHTGBM if model == "lightgbm" else {}
+    oof = np.empty(len(y))
+    splits = kfold_indices(len(y), CV_FOLDS, seed=0)
+    try:
+        for i, (train, test) in enumerate(splits):
+            oof[test] = fit_regressor(X[train], y[train], model, seed=i, params=params).predict(X[test])
+    except Exception as e:  # a diagnostic plot must not stop the planner
+        log.exception("fit-quality plot failed")
+        return FitQuality(fidelity=fidelity, note=f"the {model} fit failed: {e}")
+    rho, mae = score(y, oof)
+    return FitQuality(
+        fidelity=fidelity,
+        model=model,
+        folds=len(splits),
+        run_ids=[r.id for r in rows],
+        actual=y.tolist(),
+        predicted=oof.tolist(),
+        spearman=rho,
+        mae=mae,
+    )

@@ -1,0 +1,330 @@
+"""The planning side of the loop, as rows: requests, planner leases, proposals, recommendations, finishing.
+
+Requests never fit a strategy. They record what changed and call ``request_plan`` in the same
+transaction; after commit the dispatcher nudges a planner (``workers/planner.py``), which claims the
+experiment's job, reads the newest history, fits outside any transaction, and writes back here in one
+short transaction. ``requested``/``done`` counters make planning coalesce: a hundred tells during one
+pass cause one more pass, not a hundred.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Experiment, PlannerJob, Recommendation, Run, utcnow
+from app.status import LIVE_RUNS, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError
+from strategies import Recommendation as StrategyRecommendation
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURE_RATIO = 1.0  # more failed runs than budgeted runs (+3) fails the experiment
+
+
+def new_jobs(experiment: Experiment) -> list[PlannerJob]:
+    """The planner rows every experiment has, one per job."""
+    return [PlannerJob(experiment_id=experiment.id, job=job, requested=0, done=0) for job in PlanJob]
+
+
+def request_plan(session: Session, experiment_id: int) -> None:
+    """Ask for a planning pass over the newest history (commit, then ``dispatcher().plan``)."""
+    session.execute(
+        update(PlannerJob)
+        .where(PlannerJob.experiment_id == experiment_id)
+        .values(requested=PlannerJob.requested + 1)
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A planner's lease on one job of one experiment, covering requests up to ``generation``."""
+
+    experiment_id: int
+    job: PlanJob
+    token: str
+    generation: int
+    queue_target: int
+
+
+def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float) -> Claim | None:
+    """Take the job's lease if a pass is due and nobody holds it (one conditional UPDATE)."""
+    token, now = uuid.uuid4().hex, utcnow()
+    res = session.execute(
+        update(PlannerJob)
+        .where(
+            PlannerJob.experiment_id == experiment_id,
+            PlannerJob.job == job,
+            PlannerJob.requested > PlannerJob.done,
+            or_(PlannerJob.lease_until.is_(None), PlannerJob.lease_until < now),
+        )
+        .values(lease_token=token, lease_until=now + timedelta(seconds=lease_s))
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = session.get(PlannerJob, (experiment_id, job), populate_existing=True)
+    assert row is not None
+    return Claim(experiment_id, job, token, row.requested, row.queue_target)
+
+
+def renew_lease(session: Session, claim: Claim, lease_s: float) -> bool:
+    res = session.execute(
+        update(PlannerJob)
+        .where(
+            PlannerJob.experiment_id == claim.experiment_id,
+            PlannerJob.job == claim.job,
+            PlannerJob.lease_token == claim.token,
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_job(
+    session: Session,
+    claim: Claim,
+    *,
+    duration_s: float,
+    error: str | None = None,
+    queue_target: int | None = None,
+) -> bool:
+    """End a pass: requests up to the claim's generation are done. False if the lease was lost."""
+    values: dict[str, Any] = {
+        "done": claim.generation,
+        "lease_token": None,
+        "lease_until": None,
+        "passes": PlannerJob.passes + 1,
+        "last_duration_s": duration_s,
+        "last_error": error,
+        "updated_at": utcnow(),
+    }
+    if queue_target is not None:
+        values["queue_target"] = queue_target
+    res = session.execute(
+        update(PlannerJob)
+        .where(
+            PlannerJob.experiment_id == claim.experiment_id,
+            PlannerJob.job == claim.job,
+            PlannerJob.lease_token == claim.token,
+        )
+        .values(**values)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def holds_lease(session: Session, claim: Claim) -> bool:
+    token = session.scalar(
+        select(PlannerJob.lease_token).where(
+            PlannerJob.experiment_id == claim.experiment_id, PlannerJob.job == claim.job
+        )
+    )
+    return token == claim.token
+
+
+def due_jobs(session: Session, job: PlanJob | None = None, limit: int = 100) -> list[tuple[int, PlanJob]]:
+    """Jobs of running experiments with a pass requested and no live lease, oldest first."""
+    q = (
+        select(PlannerJob.experiment_id, PlannerJob.job)
+        .join(Experiment, Experiment.id == PlannerJob.experiment_id)
+        .where(
+            Experiment.status == ExperimentStatus.RUNNING,
+            PlannerJob.requested > PlannerJob.done,
+            or_(PlannerJob.lease_until.is_(None), PlannerJob.lease_until < utcnow()),
+        )
+        .order_by(PlannerJob.updated_at)
+        .limit(limit)
+    )
+    if job is not None:
+        q = q.where(PlannerJob.job == job)
+    return [(exp_id, PlanJob(j)) for exp_id, j in session.execute(q)]
+
+
+def lock_experiment(session: Session, experiment_id: int) -> Experiment | None:
+    """Take the experiment's row lock (a no-op UPDATE locks on Postgres and SQLite alike)."""
+    session.execute(update(Experiment).where(Experiment.id == experiment_id).values(id=Experiment.id))
+    return session.get(Experiment, experiment_id, populate_existing=True)
+
+
+def build_space(experiment: Experiment) -> SearchSpace:
+    domains = sorted(experiment.domains, key=lambda d: d.position)
+    missing = [d.name for d in domains if not d.tokens]
+    if missing:
+        raise StrategyError(f"token counts are not known yet for {missing}")
+    return SearchSpace(
+        domains=tuple(d.name for d in domains),
+        tokens=tuple(int(d.tokens or 0) for d in domains),
+        target=dict(experiment.target),
+        fidelities=tuple(
+            Fidelity(f.name, f.tokens, f.cost, {"preset": f.preset}) for f in experiment.fidelities
+        ),
+        lower=tuple(d.lower for d in domains),
+        upper=tuple(d.upper for d in domains),
+        max_epochs=experiment.max_epochs,
+        target_tokens=experiment.target_tokens,
+        budget=experiment.budget,
+    )
+
+
+def history(session: Session, experiment: Experiment) -> list[Observation]:
+    """Succeeded runs as observations, in one query (fast at 10,000+ runs)."""
+    rows = session.execute(
+        select(Run.weights, Run.fidelity, Run.losses, Run.target_loss, Run.cost)
+        .where(Run.experiment_id == experiment.id, Run.status == RunStatus.SUCCEEDED)
+        .order_by(Run.id)
+    )
+    return [
+        Observation(tuple(w), fid, losses or {}, float(tl), float(cost or 0.0))
+        for w, fid, losses, tl, cost in rows
+        if tl is not None and math.isfinite(tl)
+    ]
+
+
+def pending(session: Session, experiment: Experiment) -> list[Candidate]:
+    """Runs proposed or training: the strategy must not propose them again."""
+    rows = session.execute(
+        select(Run.weights, Run.fidelity).where(Run.experiment_id == experiment.id, Run.status.in_(LIVE_RUNS))
+    )
+    return [Candidate(tuple(w), fid) for w, fid in rows]
+
+
+def run_counts(session: Session, experiment_id: int) -> dict[str, int]:
+    return dict(
+        session.execute(  # type: ignore[arg-type]
+            select(Run.status, func.count()).where(Run.experiment_id == experiment_id).group_by(Run.status)
+        ).all()
+    )
+
+
+def too_many_failures(experiment: Experiment, counts: dict[str, int]) -> bool:
+    return counts.get(RunStatus.FAILED, 0) > MAX_FAILURE_RATIO * experiment.budget + 3
+
+
+def save_proposals(
+    session: Session,
+    experiment: Experiment,
+    candidates: list[Candidate],
+    *,
+    remaining: float,
+    planned_on: int,
+    n_created: int,
+) -> list[Run]:
+    """Queue the candidates that fit in the remaining budget, tagged with the history they came from."""
+    new: list[Run] = []
+    for cand in candidates:
+        units = experiment.run_units(cand.fidelity)
+        if units > remaining + 1e-9:
+            continue
+        remaining -= units
+        new.append(
+            Run(
+                experiment_id=experiment.id,
+                weights=[float(w) for w in cand.weights],
+                fidelity=cand.fidelity,
+                seed=experiment.seed + n_created + len(new),
+                origin=RunOrigin.WORKER if experiment.executor == "worker" else RunOrigin.EXTERNAL,
+                planned_on=planned_on,
+            )
+        )
+    session.add_all(new)
+    session.flush()
+    return new
+
+
+def last_recommended_on(session: Session, experiment_id: int) -> int | None:
+    """How many runs the newest recommendation was fitted on (None before the first)."""
+    return session.scalar(
+        select(Recommendation.n_runs)
+        .where(Recommendation.experiment_id == experiment_id)
+        .order_by(Recommendation.id.desc())
+        .limit(1)
+    )
+
+
+def refit_due(experiment: Experiment, n_runs: int, last: int | None, growth: float) -> bool:
+    """Refit after ``parallelism`` new results, or a ``growth`` share of the history, whichever is more:
+    the dashboard shows progress early, and a 10,000-run history is not refitted for every result."""
+    if n_runs == 0:
+        return False
+    if last is None:
+        return True
+    return n_runs - last >= max(experiment.parallelism, math.ceil(growth * last), 1)
+
+
+def save_recommendation(
+    session: Session,
+    experiment: Experiment,
+    rec: StrategyRecommendation,
+    *,
+    n_runs: int,
+    final: bool,
+    fit: dict[str, Any] | None = None,
+) -> Recommendation:
+    row = Recommendation(
+        experiment_id=experiment.id,
+        strategy=experiment.strategy,
+        weights=[float(w) for w in rec.weights],
+        predicted_loss=_finite(rec.predicted_loss),
+        std=_finite(rec.std),
+        diagnostics={k: _jsonable(v) for k, v in dict(rec.diagnostics).items()},
+        alternatives=[
+            {"weights": list(map(float, w)), "predicted_loss": _finite(p)} for w, p in rec.alternatives
+        ],
+        n_runs=n_runs,
+        final=final,
+        fit=fit or {},
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def finish(
+    session: Session, experiment: Experiment, status: ExperimentStatus, error: str | None = None
+) -> None:
+    experiment.status = status
+    experiment.error = error
+    experiment.finished_at = utcnow()
+    session.flush()
+
+
+def fail_experiment(session: Session, experiment_id: int, error: str) -> None:
+    """A planner error ends the experiment with its message; stored runs are left as they are."""
+    experiment = lock_experiment(session, experiment_id)
+    if experiment is not None and experiment.status == ExperimentStatus.RUNNING:
+        finish(session, experiment, ExperimentStatus.FAILED, error[:10_000])
+
+
+def queued_worker_runs(session: Session, experiment_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Run.id).where(
+                and_(
+                    Run.experiment_id == experiment_id,
+                    Run.status == RunStatus.QUEUED,
+                    Run.origin == RunOrigin.WORKER,
+                )
+            )
+        )
+    )
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)

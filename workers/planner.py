@@ -1,0 +1,244 @@
+"""The planner: fit the strategy off the request path and write down what it decided.
+
+One pass: claim the job's lease → read the history (one short transaction) → fit (no transaction; the
+lease is renewed in the background) → write (one short transaction under the experiment's row lock)
+→ release. Requests that arrived meanwhile make the loop run one more pass over the newer history.
+
+Two jobs per experiment, so a slow refit never holds up proposals:
+- ``propose`` keeps ``parallelism`` runs plus a look-ahead proposed, and finishes the experiment (final
+  recommendation) once the budget is spent and nothing is live;
+- ``refit`` writes interim recommendations and the dashboard's fit plot as the history grows.
+
+Stored results are never touched here: a strategy error fails the experiment with its message (an
+interim refit error is only recorded), and a database outage leaves the lease to expire for the reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError
+
+from app.core.config import Settings, get_settings
+from app.core.db import session_scope
+from app.models import Experiment
+from app.services import fit_plot, planning
+from app.services.dispatch import dispatcher
+from app.services.experiments import spent_budgets
+from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from strategies import Strategy, get_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    new_runs: tuple[int, ...] = ()
+    queue_target: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    passes: int
+    new_runs: tuple[int, ...]
+
+
+def plan(experiment_id: int, job: PlanJob) -> PlanOutcome:
+    """Run passes of ``job`` until no request is left or another planner holds the lease."""
+    settings = get_settings()
+    passes, new_runs = 0, []
+    while True:
+        with session_scope() as session:
+            claim = planning.claim_job(session, experiment_id, job, settings.planner_lease_s)
+        if claim is None:
+            break
+        passes += 1
+        started = time.monotonic()
+        with _keep_lease(claim, settings.planner_lease_s):
+            try:
+                result = _PASSES[job](claim, settings)
+            except DBAPIError:
+                raise  # transient: the lease expires and the reaper hands the job out again
+            except Exception as e:
+                log.exception("planner %s of experiment %s failed", job, experiment_id)
+                result = _failed(claim, e)
+        with session_scope() as session:
+            planning.release_job(
+                session,
+                claim,
+                duration_s=time.monotonic() - started,
+                error=result.error,
+                queue_target=result.queue_target,
+            )
+        new_runs += result.new_runs
+    return PlanOutcome(passes, tuple(new_runs))
+
+
+def _failed(claim: planning.Claim, e: Exception) -> PassResult:
+    message = f"{type(e).__name__}: {e}"
+    if claim.job == PlanJob.PROPOSE:
+        with session_scope() as session:
+            planning.fail_experiment(session, claim.experiment_id, f"the strategy could not plan: {message}")
+    return PassResult(error=message)
+
+
+@contextmanager
+def _keep_lease(claim: planning.Claim, lease_s: float) -> Iterator[None]:
+    """Renew the lease every third of its length while a long fit runs."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_s / 3):
+            try:
+                with session_scope() as session:
+                    if not planning.renew_lease(session, claim, lease_s):
+                        return
+            except DBAPIError:
+                log.warning("could not renew the planner lease of experiment %s", claim.experiment_id)
+
+    thread = threading.Thread(target=renew, name="mixlab-planner-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _strategy(experiment: Experiment) -> Strategy:
+    return get_strategy(experiment.strategy, **experiment.strategy_params)
+
+
+def next_queue_target(previous: int, ready: int, executor: str, settings: Settings) -> int:
+    """How many proposed runs to keep ready beyond ``parallelism`` (external experiments only).
+
+    Doubles when clients drained the ready runs since the last pass, shrinks slowly while more than half
+    were left over: at 10 asks a second a fit of 2 s needs ~20 runs ready, at real training speeds 2.
+    """
+    if executor != Executor.EXTERNAL:
+        return 0
+    low, high = settings.planner_lookahead, settings.planner_max_lookahead
+    if ready == 0:
+        return min(high, max(low, 2 * previous))
+    if ready > previous // 2:
+        return max(low, previous * 3 // 4)
+    return max(low, previous)
+
+
+def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
+    with session_scope() as session:
+        experiment = session.get(Experiment, claim.experiment_id)
+        if experiment is None or experiment.status != ExperimentStatus.RUNNING:
+            return PassResult()
+        counts = planning.run_counts(session, experiment.id)
+        if planning.too_many_failures(experiment, counts):
+            failed = counts[RunStatus.FAILED]
+            planning.fail_experiment(session, experiment.id, f"{failed} runs failed; see their errors")
+            return PassResult()
+        space = planning.build_space(experiment)
+        hist = planning.history(session, experiment)
+        in_flight = planning.pending(session, experiment)
+        remaining = (
+            experiment.budget - spent_budgets(session=session, experiments=[experiment])[experiment.id]
+        )
+        strategy = _strategy(experiment)
+        seed = experiment.seed * 1_000_003 + sum(counts.values())
+        target = next_queue_target(
+            claim.queue_target, counts.get(RunStatus.QUEUED, 0), experiment.executor, settings
+        )
+        slots = experiment.parallelism + target - len(in_flight)
+    candidates = []
+    if slots > 0 and remaining > 1e-9:
+        candidates = strategy.propose(space, hist, slots, seed=seed, pending=in_flight)
+
+    with session_scope() as session:
+        experiment = planning.lock_experiment(session, claim.experiment_id)
+        if experiment is None or experiment.status != ExperimentStatus.RUNNING:
+            return PassResult()
+        if not planning.holds_lease(session, claim):
+            return PassResult()  # another planner took over while this one was fitting
+        now = planning.run_counts(session, experiment.id)
+        spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
+        new = planning.save_proposals(
+            session,
+            experiment,
+            candidates,
+            remaining=experiment.budget - spent,
+            planned_on=len(hist),
+            n_created=sum(now.values()),
+        )
+        live_now = now.get(RunStatus.QUEUED, 0) + now.get(RunStatus.RUNNING, 0)
+        same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
+        finished = not new and not in_flight and live_now == 0 and same_history
+        worker_runs = tuple(r.id for r in new if r.origin == RunOrigin.WORKER)
+    dispatcher().runs(list(worker_runs))
+    if finished:
+        _finish(claim)
+    return PassResult(new_runs=worker_runs, queue_target=target)
+
+
+def _finish(claim: planning.Claim) -> None:
+    """Budget spent and nothing live: the final recommendation, then done."""
+    with session_scope() as session:
+        experiment = session.get(Experiment, claim.experiment_id)
+        assert experiment is not None
+        space = planning.build_space(experiment)
+        hist = planning.history(session, experiment)
+        strategy = _strategy(experiment)
+        rows = fit_plot.target_rows(session, experiment)
+        model = experiment.strategy_params.get("model")
+    try:
+        rec = strategy.recommend(space, hist)
+    except Exception as e:
+        log.exception("final recommendation of experiment %s failed", claim.experiment_id)
+        with session_scope() as session:
+            planning.fail_experiment(
+                session, claim.experiment_id, f"final recommendation failed: {type(e).__name__}: {e}"
+            )
+        return
+    fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
+    with session_scope() as session:
+        experiment = planning.lock_experiment(session, claim.experiment_id)
+        if experiment is None or experiment.status != ExperimentStatus.RUNNING:
+            return
+        counts = planning.run_counts(session, experiment.id)
+        if counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0):
+            return  # a run was retried meanwhile: not finished after all
+        planning.save_recommendation(session, experiment, rec, n_runs=len(hist), final=True, fit=fit)
+        planning.finish(session, experiment, ExperimentStatus.DONE)
+
+
+def _refit(claim: planning.Claim, settings: Settings) -> PassResult:
+    with session_scope() as session:
+        experiment = session.get(Experiment, claim.experiment_id)
+        if experiment is None or experiment.status != ExperimentStatus.RUNNING:
+            return PassResult()
+        hist = planning.history(session, experiment)
+        last = planning.last_recommended_on(session, experiment.id)
+        if not planning.refit_due(experiment, len(hist), last, settings.refit_growth):
+            return PassResult()
+        space = planning.build_space(experiment)
+        strategy = _strategy(experiment)
+        rows = fit_plot.target_rows(session, experiment)
+        model = experiment.strategy_params.get("model")
+    try:
+        rec = strategy.recommend(space, hist)
+    except Exception as e:  # an interim fit failing must not stop the search
+        log.warning("interim refit of experiment %s failed: %s", claim.experiment_id, e)
+        return PassResult(error=f"interim refit failed: {type(e).__name__}: {e}")
+    fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
+    with session_scope() as session:
+        experiment = planning.lock_experiment(session, claim.experiment_id)
+        if experiment is not None and experiment.status == ExperimentStatus.RUNNING:
+            if planning.holds_lease(session, claim):
+                planning.save_recommendation(session, experiment, rec, n_runs=len(hist), final=False, fit=fit)
+    return PassResult()
+
+
+_PASSES = {PlanJob.PROPOSE: _propose, PlanJob.REFIT: _refit}
