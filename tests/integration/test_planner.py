@@ -1,0 +1,233 @@
+"""The planner off the request path: coalesced passes, leases that survive a dead planner, results that
+survive a failing strategy, and asks that never hand out the same run twice. Real databases, no app
+threads: each test drives ``workers.planner.plan`` itself, so it sees every pass."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.integration.helpers import error_code, external_spec, fake_losses
+
+
+def _experiment(**over: Any) -> int:
+    from app.core.db import session_scope
+    from app.schemas import ExperimentCreate
+    from app.services.experiments import create_experiment, start_experiment
+    from app.services.projects import create_project
+
+    with session_scope() as session:
+        project, _ = create_project(
+            session=session, name=f"planner-{id(over)}-{len(over)}-{threading.get_ident()}"
+        )
+        spec = ExperimentCreate.model_validate(external_spec(**over))
+        experiment = create_experiment(session=session, project_id=project.id, spec=spec)
+        start_experiment(session=session, experiment=experiment)
+        return experiment.id
+
+
+def _job(experiment_id: int, job: str = "propose") -> Any:
+    from app.core.db import session_scope
+    from app.models import PlannerJob
+
+    with session_scope() as session:
+        return session.get(PlannerJob, (experiment_id, job))
+
+
+def _ask(experiment_id: int) -> Any:
+    from app.core.db import session_scope
+    from app.models import Experiment
+    from app.services.runs import ask
+
+    with session_scope() as session:
+        experiment = session.get(Experiment, experiment_id)
+        run = ask(session=session, experiment=experiment)
+        return run.id, dict(zip(experiment.domain_names, run.weights, strict=True))
+
+
+def _tell(experiment_id: int, run_id: int, weights: dict[str, float]) -> None:
+    from app.core.db import session_scope
+    from app.models import Experiment, Run
+    from app.services.runs import complete
+
+    with session_scope() as session:
+        experiment, run = session.get(Experiment, experiment_id), session.get(Run, run_id)
+        assert complete(
+            session=session,
+            run=run,
+            experiment=experiment,
+            token=None,
+            losses=fake_losses(weights),
+            cost=None,
+            wall_s=None,
+        )
+
+
+def test_many_tells_coalesce_into_one_pass(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    exp_id = _experiment(budget=8, parallelism=2)
+    assert plan(exp_id, PlanJob.PROPOSE).passes == 1
+    (a, wa), (b, wb) = _ask(exp_id), _ask(exp_id)
+    before = _job(exp_id)
+    _tell(exp_id, a, wa)
+    _tell(exp_id, b, wb)
+    assert _job(exp_id).requested == before.requested + 2
+    outcome = plan(exp_id, PlanJob.PROPOSE)
+    assert outcome.passes == 1  # two tells, one pass over the newer history
+    job = _job(exp_id)
+    assert job.done == job.requested and job.passes == before.passes + 1 and job.lease_token is None
+    assert plan(exp_id, PlanJob.PROPOSE).passes == 0  # nothing new: no pass at all
+
+
+def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.core.db import session_scope
+    from app.models import Recommendation, Run
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    exp_id = _experiment(budget=6, parallelism=2)
+    plan(exp_id, PlanJob.PROPOSE)
+    for _ in range(2):
+        _tell(exp_id, *_ask(exp_id))
+    plan(exp_id, PlanJob.PROPOSE)
+    plan(exp_id, PlanJob.REFIT)
+    with session_scope() as session:
+        planned_on = [
+            r.planned_on
+            for r in session.scalars(select(Run).where(Run.experiment_id == exp_id).order_by(Run.id))
+        ]
+        rec = session.scalar(select(Recommendation).where(Recommendation.experiment_id == exp_id))
+    assert planned_on == [0, 0, 0, 0, 2, 2]  # 2 + a look-ahead of 2 first; 2 more once 2 results are in
+    assert rec is not None and rec.n_runs == 2 and not rec.final
+    assert rec.fit["fidelity"] == "big" and "needs 5" in rec.fit["note"]
+
+
+def test_a_failing_strategy_fails_the_experiment_and_keeps_every_result(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.core.db import session_scope
+    from app.models import Experiment, Run
+    from app.status import PlanJob
+    from strategies import Candidate, StrategyError, register
+    from strategies.baselines import RandomSearch
+    from workers.planner import plan
+
+    class Brittle(RandomSearch):
+        def propose(self, space, history, n, seed, pending=()) -> list[Candidate]:  # type: ignore[no-untyped-def]
+            if history:
+                raise StrategyError("the surrogate diverged")
+            return super().propose(space, history, n, seed, pending)
+
+    name = f"brittle-{threading.get_ident()}-{id(settings_env)}"
+    register(name)(Brittle)
+    exp_id = _experiment(strategy=name, budget=6, parallelism=2)
+    plan(exp_id, PlanJob.PROPOSE)
+    run_id, weights = _ask(exp_id)
+    _tell(exp_id, run_id, weights)  # committed before the planner sees it
+    plan(exp_id, PlanJob.PROPOSE)
+    with session_scope() as session:
+        experiment = session.get(Experiment, exp_id)
+        run = session.get(Run, run_id)
+        assert experiment.status == "failed" and "the surrogate diverged" in experiment.error
+        assert run.status == "succeeded" and run.losses == fake_losses(weights)
+    assert _job(exp_id).last_error.endswith("the surrogate diverged")
+
+
+def test_a_dead_planners_lease_runs_out_and_its_late_write_is_refused(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.core.db import session_scope
+    from app.models import PlannerJob, Run, utcnow
+    from app.services import planning
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    exp_id = _experiment(budget=6, parallelism=2)
+    with session_scope() as session:  # a planner claims the job, then its process is killed
+        dead = planning.claim_job(session, exp_id, PlanJob.PROPOSE, lease_s=600)
+    assert dead is not None and plan(exp_id, PlanJob.PROPOSE).passes == 0  # the lease still holds
+    with session_scope() as session:
+        assert [j for j in planning.due_jobs(session) if j[0] == exp_id] == [(exp_id, PlanJob.REFIT)]
+        session.get(PlannerJob, (exp_id, "propose")).lease_until = utcnow() - timedelta(seconds=1)
+    with session_scope() as session:  # the reaper finds it again
+        assert (exp_id, PlanJob.PROPOSE) in planning.due_jobs(session)
+    assert plan(exp_id, PlanJob.PROPOSE).passes == 1
+    with session_scope() as session:
+        assert len(list(session.scalars(select(Run).where(Run.experiment_id == exp_id)))) == 4
+        assert not planning.holds_lease(session, dead)
+        assert not planning.release_job(session, dead, duration_s=1.0)  # the zombie cannot mark it done
+
+
+def test_budget_spent_finishes_with_a_final_recommendation(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.core.db import session_scope
+    from app.errors import Conflict
+    from app.models import Experiment, Recommendation
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    exp_id = _experiment(budget=3, parallelism=2)
+    for _ in range(3):
+        plan(exp_id, PlanJob.PROPOSE)
+        _tell(exp_id, *_ask(exp_id))
+    plan(exp_id, PlanJob.PROPOSE)
+    with session_scope() as session:
+        assert session.get(Experiment, exp_id).status == "done"
+        rec = session.scalars(select(Recommendation).where(Recommendation.experiment_id == exp_id)).all()[-1]
+        assert rec.final and rec.n_runs == 3
+    with pytest.raises(Conflict, match="budget is spent"):
+        _ask(exp_id)
+
+
+@pytest.mark.postgres
+def test_concurrent_asks_never_lease_the_same_run(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.errors import NotReady
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    exp_id = _experiment(budget=40, parallelism=16)
+    plan(exp_id, PlanJob.PROPOSE)  # 16 + look-ahead proposed, 16 may be leased at once
+    leased: list[int] = []
+    refused: list[str] = []
+    barrier = threading.Barrier(24)
+
+    def client() -> None:
+        barrier.wait()
+        try:
+            leased.append(_ask(exp_id)[0])
+        except NotReady as e:
+            refused.append(e.code)
+
+    threads = [threading.Thread(target=client) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(leased) == len(set(leased)) >= 16  # never the same run twice
+    assert set(refused) <= {"no_run_ready"} and len(leased) + len(refused) == 24
+
+
+def test_ask_with_no_planner_running_says_not_ready(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Service mode with no worker up: the API answers at once and never fits in the request."""
+    from fastapi.testclient import TestClient
+
+    from app.core.config import get_settings
+    from app.main import create_app
+    from app.status import PlanJob
+    from tests.conftest import _new_key
+    from workers.planner import plan
+
+    monkeypatch.setenv("MIXLAB_EXECUTOR", "celery")  # messages go to Redis; nobody consumes them here
+    get_settings.cache_clear()
+    auth = {"Authorization": f"Bearer {_new_key()}"}
+    with TestClient(create_app(), raise_server_exceptions=False) as api:
+        exp = api.post("/api/v1/experiments", json=external_spec(), headers=auth).json()
+        base = f"/api/v1/experiments/{exp['id']}"
+        assert api.post(f"{base}/start", headers=auth).status_code == 200
+        resp = api.post(f"{base}/ask", params={"wait": 0.2}, headers=auth)
+        assert resp.status_code == 409 and error_code(resp) == "no_run_ready"
+        assert resp.headers["Retry-After"] == "1"
+        assert api.get(f"{base}/recommendation", headers=auth).status_code == 404
+        plan(exp["id"], PlanJob.PROPOSE)  # what a worker would do
+        assert api.post(f"{base}/ask", headers=auth).status_code == 200
