@@ -73,7 +73,9 @@ class RegMix:
     ``n_search`` prior samples scored when recommending; ``top_k`` alternatives returned; ``folds`` for
     CV; ``average_top`` best points averaged into the recommendation; ``fidelity`` where to propose
     (default: the target fidelity) and which fidelity to fit first; ``temperature`` flattens the prior;
-    ``seed`` makes recommend deterministic; ``regressor_params`` override the regressor's settings.
+    ``seed`` makes recommend deterministic; ``regressor_params`` override the regressor's settings;
+    ``max_fit`` caps the runs a fit uses: beyond it a seeded random subset is fitted (10,000 runs took
+    39 s to recommend on 2 cores, the paper's fits used 512; histories up to ``max_fit`` are unaffected).
     """
 
     name = "regmix"
@@ -91,6 +93,7 @@ class RegMix:
         temperature: float = 1.0,
         seed: int = 0,
         regressor_params: Mapping[str, Any] | None = None,
+        max_fit: int = 4096,
     ) -> None:
         self.model = check_model(model)
         self.concentrations = [float(c) for c in concentrations]
@@ -98,14 +101,17 @@ class RegMix:
             raise StrategyError("concentrations must be a non-empty list of positive numbers")
         if not 0 <= min_weight < 0.5:
             raise StrategyError(f"min_weight must be in [0, 0.5), got {min_weight}")
-        if n_search < 1 or top_k < 0 or folds < 2 or average_top < 1:
-            raise StrategyError("need n_search >= 1, top_k >= 0, folds >= 2 and average_top >= 1")
+        if n_search < 1 or top_k < 0 or folds < 2 or average_top < 1 or max_fit < MIN_RUNS:
+            raise StrategyError(
+                f"need n_search >= 1, top_k >= 0, folds >= 2, average_top >= 1 and max_fit >= {MIN_RUNS}"
+            )
         if not temperature > 0:
             raise StrategyError(f"temperature must be > 0, got {temperature}")
         self.min_weight, self.n_search, self.top_k = float(min_weight), int(n_search), int(top_k)
         self.folds, self.average_top, self.fidelity = int(folds), int(average_top), fidelity
         self.temperature, self.seed = float(temperature), int(seed)
         self.regressor_params = dict(regressor_params or {})
+        self.max_fit = int(max_fit)
 
     # ---- propose -------------------------------------------------------------------------------
     def propose(
@@ -167,6 +173,9 @@ class RegMix:
             per_domain = all(d in o.losses for o in obs for d in targets)
             if per_domain:
                 obs = [o for o in obs if all(np.isfinite(o.losses[d]) for d in targets)]
+            if len(obs) > self.max_fit:
+                keep = np.random.default_rng(self.seed).choice(len(obs), self.max_fit, replace=False)
+                obs = [obs[j] for j in np.sort(keep)]
             if len(obs) >= MIN_RUNS:
                 return self._fit_runs(space, obs, i, per_domain, targets)
         return None

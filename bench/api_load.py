@@ -1,0 +1,372 @@
+"""API latency and throughput at a 10,000-run history: requests only read and write rows, the planner fits.
+
+Loopback only. Starts `mixlab serve` (one uvicorn process) and, on PostgreSQL (default), one planner
+worker (`mixlab worker --queues mixlab-plan --concurrency 2`, Celery on Redis); with ``--sqlite`` the
+server's embedded planner threads plan instead. Then, on an external experiment:
+
+1. import ``--runs`` runs (10,000) and time until a recommendation covering them is stored (no ask);
+2. ``--clients`` (16) clients loop ask(wait) + tell for ``--seconds``: pairs/s, ask and tell p50/p99,
+   "not ready" answers, errors;
+3. the same clients GET the recommendation at a paced ``--rec-rate`` (200 req/s in all), then the
+   dashboard page and its data: p50/p99;
+4. phases 2-3 again on an experiment with 100 imported runs: ``ratio_10k_vs_100`` is the worse of the
+   ask and tell p99 ratios.
+
+Losses come from a fixed synthetic mixing law (no training). ``--quick`` (< 60 s) keeps the 10,000-run
+history but uses the ``random`` strategy (its recommendation is the best run, no fit) and short
+phases; the full run uses ``regmix``, whose fit at 10,000 runs is what the import-to-recommendation
+time measures.
+
+    python bench/api_load.py [--quick] [--sqlite] [--runs 10000] [--clients 16] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PG_ADMIN = os.environ.get("MIXLAB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MIXLAB_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+DOMAINS = ("web", "code", "books", "papers", "law")
+TARGET = {"web": 0.4, "code": 0.3, "papers": 0.3}
+NOT_READY = "no_run_ready"
+
+
+def losses(weights: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """A fixed synthetic law: more of a domain lowers its loss, with diminishing returns, plus noise."""
+    return {d: float(3.2 - 0.9 * np.sqrt(weights[d]) + rng.normal(0, 0.01)) for d in DOMAINS}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def database(sqlite: bool, workdir: Path) -> Iterator[str]:
+    from app.core.migrate import upgrade
+
+    if sqlite:
+        url = f"sqlite:///{workdir / 'mixlab.sqlite'}"
+        upgrade(url)
+        yield url
+        return
+    import psycopg
+
+    name = f"mixlab_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from app.core.db import get_engine
+
+        get_engine(url).dispose()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def processes(env: dict[str, str], sqlite: bool, port: int, log: Path) -> Iterator[None]:
+    """The server (and the planner worker on Postgres), each in its own process group."""
+    out = log.open("ab")
+    cmds = [[sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--no-migrate"]]
+    if not sqlite:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        cmds.append(
+            [sys.executable, "-m", "app.cli", "worker", "--queues", "mixlab-plan", "--concurrency", "2"]
+        )
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for cmd in cmds
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise SystemExit(f"the server did not start; log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        out.close()
+
+
+class Stats:
+    """Latencies per endpoint and outcome counts, shared by the client threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ms: dict[str, list[float]] = defaultdict(list)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def call(
+        self, client: httpx.Client, name: str, method: str, url: str, **kw: Any
+    ) -> httpx.Response | None:
+        t = time.perf_counter()
+        try:
+            resp = client.request(method, url, **kw)
+        except httpx.HTTPError:
+            with self.lock:
+                self.counts["errors"] += 1
+            return None
+        ms = 1000 * (time.perf_counter() - t)
+        with self.lock:
+            self.ms[name].append(ms)
+            if resp.status_code == 409 and resp.json()["error"]["code"] == NOT_READY:
+                self.counts["not_ready"] += 1
+            elif resp.status_code >= 400:
+                self.counts["errors"] += 1
+                self.counts[f"{name}_{resp.status_code}"] += 1
+        return resp
+
+    def pct(self, name: str, q: float) -> float:
+        values = self.ms.get(name)
+        return float(np.percentile(values, q)) if values else float("nan")
+
+
+def make_experiment(api: httpx.Client, strategy: str, n_import: int, seed: int) -> str:
+    spec = {
+        "name": f"api-load {n_import}",
+        "executor": "external",
+        "strategy": strategy,
+        "domains": [{"name": d, "tokens": 10**9} for d in DOMAINS],
+        "target": TARGET,
+        "fidelities": [{"name": "proxy", "tokens": 10**8, "cost": 1.0}],
+        "budget": 100_000,
+        "parallelism": 16,
+        "seed": seed,
+    }
+    exp = api.post("/experiments", json=spec)
+    exp.raise_for_status()
+    base = f"/experiments/{exp.json()['id']}"
+    api.post(f"{base}/start").raise_for_status()
+    return base
+
+
+def import_runs(api: httpx.Client, base: str, n: int, seed: int) -> float:
+    """Import ``n`` runs; seconds from the end of the import to a stored recommendation covering them."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for w in rng.dirichlet(np.ones(len(DOMAINS)), n):
+        weights = dict(zip(DOMAINS, map(float, w), strict=True))
+        runs.append({"weights": weights, "losses": losses(weights, rng)})
+    t = time.perf_counter()
+    for i in range(0, n, 5000):
+        api.post(f"{base}/runs/import", json={"runs": runs[i : i + 5000]}, timeout=120).raise_for_status()
+    done = time.perf_counter()
+    print(f"  imported {n} runs in {done - t:.1f} s", file=sys.stderr)
+    while time.perf_counter() - done < 600:
+        rec = api.get(f"{base}/recommendation")
+        if rec.status_code == 200 and rec.json()["n_runs"] >= n:
+            return time.perf_counter() - done
+        time.sleep(0.1)
+    return float("inf")
+
+
+def pairs(url: str, headers: dict[str, str], base: str, clients: int, seconds: float, stats: Stats) -> int:
+    """Clients loop ask + tell; returns the pairs completed."""
+    stop = time.monotonic() + seconds
+    done = [0]
+
+    def client(i: int) -> None:
+        rng = np.random.default_rng(1000 + i)
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+            while time.monotonic() < stop:
+                asked = stats.call(http, "ask", "POST", f"{base}/ask", params={"wait": 2})
+                if asked is None or asked.status_code != 200:
+                    continue
+                run = asked.json()["run"]
+                told = stats.call(
+                    http,
+                    "tell",
+                    "POST",
+                    f"{base}/runs/{run['id']}/result",
+                    json={"losses": losses(run["weights"], rng)},
+                )
+                if told is not None and told.status_code == 200:
+                    with stats.lock:
+                        done[0] += 1
+
+    run_threads(client, clients)
+    return done[0]
+
+
+def reads(
+    url: str, headers: dict[str, str], base: str, clients: int, seconds: float, rate: float, stats: Stats
+) -> None:
+    """Paced GETs of the recommendation, then unpaced dashboard page + data."""
+    page = "/ui/experiments/" + base.rsplit("/", 1)[1]
+    cookies = {"mixlab_key": headers["Authorization"].split()[1]}
+
+    def rec_client(i: int) -> None:
+        interval = clients / rate
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+            next_at = time.monotonic() + i * interval / clients
+            stop = time.monotonic() + seconds
+            while next_at < stop:
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                stats.call(http, "recommendation", "GET", f"{base}/recommendation")
+                next_at += interval
+
+    def dashboard_client(i: int) -> None:
+        stop = time.monotonic() + seconds / 2
+        with httpx.Client(
+            base_url=url.removesuffix("/api/v1"), headers=headers, cookies=cookies, timeout=30
+        ) as http:
+            while time.monotonic() < stop:
+                stats.call(http, "dashboard_page", "GET", page)
+                stats.call(http, "dashboard", "GET", f"/api/v1{base}/dashboard")
+
+    run_threads(rec_client, clients)
+    run_threads(dashboard_client, max(1, clients // 4))
+
+
+def run_threads(target: Any, n: int) -> None:
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def phase(url: str, headers: dict[str, str], base: str, args: argparse.Namespace, label: str) -> Stats:
+    stats = Stats()
+    t = time.perf_counter()
+    n = pairs(url, headers, base, args.clients, args.seconds, stats)
+    stats.counts["pairs"] = n
+    stats.counts["pairs_per_s_x100"] = int(100 * n / (time.perf_counter() - t))
+    reads(url, headers, base, args.clients, args.seconds, args.rec_rate, stats)
+    print(
+        f"  [{label}] {n} pairs; "
+        + ", ".join(
+            f"{k} p50 {stats.pct(k, 50):.1f} / p99 {stats.pct(k, 99):.1f} ms (n={len(v)})"
+            for k, v in sorted(stats.ms.items())
+        )
+        + f"; counts {dict(stats.counts)}",
+        file=sys.stderr,
+    )
+    return stats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="random strategy, 4 s phases (< 60 s)")
+    ap.add_argument(
+        "--sqlite", action="store_true", help="embedded mode on SQLite instead of Postgres + Redis"
+    )
+    ap.add_argument("--runs", type=int, default=10_000, help="runs imported before the load")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each load phase")
+    ap.add_argument(
+        "--rec-rate", type=float, default=200.0, help="recommendation GETs per second, all clients"
+    )
+    ap.add_argument("--strategy", default=None, help="default: regmix (random with --quick)")
+    args = ap.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 4.0)
+    strategy = args.strategy or ("random" if args.quick else "regmix")
+
+    with (
+        tempfile.TemporaryDirectory(prefix="mixlab-api-load-") as tmp,
+        database(args.sqlite, Path(tmp)) as db_url,
+    ):
+        env = {
+            "MIXLAB_DATABASE_URL": db_url,
+            "MIXLAB_STORAGE_DIR": str(Path(tmp) / "storage"),
+            "MIXLAB_EXECUTOR": "embedded" if args.sqlite else "celery",
+            "MIXLAB_EMBEDDED_TRAINER": "false",
+            "MIXLAB_BROKER_URL": REDIS_URL,
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        os.environ.update(env)
+        from app.core.config import get_settings
+        from app.core.db import session_scope
+        from app.services.projects import create_project
+
+        get_settings.cache_clear()
+        with session_scope() as session:
+            _, key = create_project(session=session, name="api-load")
+        headers = {"Authorization": f"Bearer {key}"}
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/api/v1"
+        backend = "sqlite (embedded planner)" if args.sqlite else "postgres + redis (celery planner)"
+        print(f"api_load: {backend}, strategy {strategy}, {args.clients} clients", file=sys.stderr)
+        with (
+            processes(env, args.sqlite, port, Path(tmp) / "server.log"),
+            httpx.Client(base_url=url, headers=headers, timeout=60) as api,
+        ):
+            big = make_experiment(api, strategy, args.runs, seed=0)
+            import_to_rec = import_runs(api, big, args.runs, seed=0)
+            print(f"  recommendation stored {import_to_rec:.1f} s after the import", file=sys.stderr)
+            at_10k = phase(url, headers, big, args, f"{args.runs} runs")
+            small = make_experiment(api, strategy, 100, seed=1)
+            import_runs(api, small, 100, seed=1)
+            at_100 = phase(url, headers, small, args, "100 runs")
+
+    ratio = max(at_10k.pct(k, 99) / at_100.pct(k, 99) for k in ("ask", "tell"))
+    errors = at_10k.counts["errors"] + at_100.counts["errors"]
+    dashboard = max(at_10k.pct("dashboard", 99), at_10k.pct("dashboard_page", 99))
+    print(f"{'endpoint':<16}{'p50 ms':>9}{'p99 ms':>9}{'p99 @100':>10}")
+    for name in ("ask", "tell", "recommendation", "dashboard", "dashboard_page"):
+        print(
+            f"{name:<16}{at_10k.pct(name, 50):>9.1f}{at_10k.pct(name, 99):>9.1f}{at_100.pct(name, 99):>10.1f}"
+        )
+    print(
+        f"pairs/s {at_10k.counts['pairs_per_s_x100'] / 100:.1f} at {args.runs} runs, "
+        f"{at_100.counts['pairs_per_s_x100'] / 100:.1f} at 100; not-ready answers "
+        f"{at_10k.counts['not_ready']} / {at_100.counts['not_ready']}; errors {errors}"
+    )
+    print(
+        f"RESULT ask_p99_ms={at_10k.pct('ask', 99):.1f} tell_p99_ms={at_10k.pct('tell', 99):.1f} "
+        f"pairs_per_s={at_10k.counts['pairs_per_s_x100'] / 100:.1f} rec_p99_ms={at_10k.pct('recommendation', 99):.1f} "
+        f"dashboard_p99_ms={dashboard:.1f} import_to_rec_s={import_to_rec:.1f} ratio_10k_vs_100={ratio:.2f} "
+        f"errors={errors} not_ready={at_10k.counts['not_ready']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
