@@ -23,6 +23,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench examples
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: install browser lint
 	$(VENV)/bin/pytest -q -ra tests

@@ -91,7 +91,7 @@ class Client:
     def paginate(self, path: str, page_size: int = 100, **params: Any) -> Iterator[dict[str, Any]]:
         after = None
         while True:
-            cursor = {"after": after} if after is not None else {}
+            cursor: dict[str, Any] = {"after": after} if after is not None else {}
             page = self.request("GET", path, params={**params, "limit": page_size, **cursor})
             yield from page["items"]
             after = page["next_after"]
@@ -274,5 +274,8 @@ def mixture_sampler(
         per_item.append(torch.full((size,), float(weights.get(name, 0.0)) / size, dtype=torch.double))
     gen = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(
-        torch.cat(per_item), num_samples=num_samples, replacement=True, generator=gen
+        torch.cat(per_item),  # type: ignore[arg-type]  # torch annotates Sequence[float]; it takes a tensor
+        num_samples=num_samples,
+        replacement=True,
+        generator=gen,
     )

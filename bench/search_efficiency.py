@@ -35,11 +35,11 @@ from botorch.optim import optimize_acqf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.simulator import Simulator, build, load_runs  # noqa: E402
-from strategies import _botorch_utils as bt  # noqa: E402
+from strategies import botorch_utils as bt  # noqa: E402
 from strategies import get_strategy, simplex  # noqa: E402
-from strategies._mf_design import space_filling  # noqa: E402
 from strategies.admire import feasible_set, usable  # noqa: E402
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, Strategy  # noqa: E402
+from strategies.mf_design import space_filling  # noqa: E402
 
 
 @dataclass

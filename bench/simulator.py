@@ -33,7 +33,7 @@ from botorch.models import SingleTaskGP
 from scipy.optimize import least_squares, linprog
 from scipy.stats import spearmanr
 
-from strategies import _botorch_utils as bt
+from strategies import botorch_utils as bt
 from strategies import simplex
 from strategies.base import Candidate, Fidelity, Observation, SearchSpace
 from strategies.regmix import DEFAULT_CONCENTRATIONS

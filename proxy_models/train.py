@@ -242,7 +242,11 @@ def train_proxy(
                 "loss_sum": loss_sum.cpu(),
                 "loss_count": loss_count.cpu(),
                 "tail_loss": tail_loss.cpu(),
-                **({"controller": controller.state_dict()} if hasattr(controller, "state_dict") else {}),
+                **(
+                    {"controller": controller.state_dict()}
+                    if controller is not None and hasattr(controller, "state_dict")
+                    else {}
+                ),
             },
         )
 
@@ -319,6 +323,7 @@ def train_proxy(
         if report:
             last_progress = time.perf_counter()
             loss_now = loss.detach().item()
+            assert on_progress is not None  # ``report`` implies it
             try:
                 on_progress(
                     Progress(done, total_steps, done * preset.batch_tokens, loss_now, now - wall_start)

@@ -19,7 +19,7 @@ Choices, and why:
   cheapest 0, target 1. Scaling laws are linear in log compute, so log cost spaces fidelities the way
   their losses differ.
 - **Model**: a ``SingleTaskGP`` on ``-loss`` with ``Standardize``, made multi-fidelity by its parts
-  (``_mf_model``): BoTorch's linear-truncated fidelity kernel (that of ``SingleTaskMultiFidelityGP``)
+  (``mf_model``): BoTorch's linear-truncated fidelity kernel (that of ``SingleTaskMultiFidelityGP``)
   over RBF kernels with BoTorch's dimension-scaled lengthscale prior, its bias term under a scale of
   its own; a mean level per fidelity (small proxies read higher everywhere); a noise level per
   fidelity (log-linear in ``s``, ``LogLinearNoise``: cheap runs are noisier, and one shared level
@@ -84,12 +84,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from strategies import _botorch_utils as bt
+from strategies import botorch_utils as bt
 from strategies import simplex
-from strategies._mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
-from strategies._mf_design import TargetShare, design_counts, fidelity_coordinates, space_filling
-from strategies._mf_model import diagnostics, fit_model
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, StrategyError
+from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
+from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates, space_filling
+from strategies.mf_model import diagnostics, fit_model
 
 logger = logging.getLogger(__name__)
 

@@ -159,7 +159,7 @@ def to_observations(
     return out
 
 
-def format_predictions(index: Sequence[str], predicted: Sequence[float]) -> str:
+def format_predictions(index: Sequence[str], predicted: Iterable[float]) -> str:
     """CSV text with columns ``index,predicted``."""
     lines = _Lines()
     writer = csv.writer(lines, lineterminator="\n")

@@ -52,7 +52,8 @@ class PlanOutcome:
 def plan(experiment_id: int, job: PlanJob) -> PlanOutcome:
     """Run passes of ``job`` until no request is left or another planner holds the lease."""
     settings = get_settings()
-    passes, new_runs = 0, []
+    passes = 0
+    new_runs: list[int] = []
     while True:
         with session_scope() as session:
             claim = planning.claim_job(session, experiment_id, job, settings.planner_lease_s)

@@ -60,10 +60,14 @@ class DomainSpec(BaseModel):
 class FidelitySpec(BaseModel):
     """A proxy setting. Worker runs name a ``preset``; external pipelines name their own fidelity + tokens."""
 
-    name: str | None = Field(None, pattern=NAME_PATTERN)
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
     preset: str | None = Field(None, description="proxy model preset (xs, s, m) for worker runs")
-    tokens: int | None = Field(None, ge=1, description="training tokens per run (default: the preset's)")
-    cost: float | None = Field(None, gt=0, description="FLOPs per run (default: computed from the preset)")
+    tokens: int | None = Field(
+        default=None, ge=1, description="training tokens per run (default: the preset's)"
+    )
+    cost: float | None = Field(
+        default=None, gt=0, description="FLOPs per run (default: computed from the preset)"
+    )
 
 
 class ClusterSpec(BaseModel):
@@ -89,7 +93,9 @@ class ExperimentCreate(BaseModel):
     budget: float = Field(16, gt=0, le=100_000, description="in target-fidelity-equivalent runs")
     parallelism: int = Field(4, ge=1, le=1024)
     max_epochs: float = Field(4.0, gt=0, le=1000)
-    target_tokens: int | None = Field(None, ge=1, description="your real training budget, for epoch caps")
+    target_tokens: int | None = Field(
+        default=None, ge=1, description="your real training budget, for epoch caps"
+    )
     executor: Literal["worker", "external"] = "worker"
     seed: int = 0
     cluster: ClusterSpec | None = None
@@ -213,8 +219,8 @@ class AskOut(BaseModel):
 class ResultIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     losses: dict[str, float] = Field(description="per-domain validation loss")
-    cost: float | None = Field(None, gt=0, description="FLOPs spent (default: the fidelity's cost)")
-    wall_s: float | None = Field(None, ge=0)
+    cost: float | None = Field(default=None, gt=0, description="FLOPs spent (default: the fidelity's cost)")
+    wall_s: float | None = Field(default=None, ge=0)
 
     _finite = field_validator("losses")(check_losses)
 
@@ -234,7 +240,7 @@ class ImportedRun(BaseModel):
     weights: dict[str, float]
     losses: dict[str, float]
     fidelity: str | None = Field(None, description="default: the target fidelity")
-    cost: float | None = Field(None, gt=0)
+    cost: float | None = Field(default=None, gt=0)
 
     _simplex = field_validator("weights")(check_simplex)
     _finite = field_validator("losses")(check_losses)

@@ -3,10 +3,11 @@ field. Nothing here fits a model: the fit plot comes from the planner's latest r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, OnlineSession, Recommendation, Run, utcnow
@@ -70,7 +71,7 @@ def experiment_summaries(*, session: Session, project_id: int, limit: int = 200)
     return [_summary(o) for o in experiment_service.to_out(session=session, experiments=rows)]
 
 
-def _succeeded(session: Session, experiment: Experiment) -> tuple[int, list[Any]]:
+def _succeeded(session: Session, experiment: Experiment) -> tuple[int, Sequence[Row[Any]]]:
     """(how many succeeded runs there are, the latest ``MAX_RUNS`` of them in creation order)."""
     where = (
         Run.experiment_id == experiment.id,
@@ -118,7 +119,7 @@ def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     )
 
 
-def _history(rows: list[Any], fidelities: list[str], first: int) -> History:
+def _history(rows: Sequence[Row[Any]], fidelities: list[str], first: int) -> History:
     series = []
     for fid in fidelities:
         picked = [(first + i, r) for i, r in enumerate(rows) if r.fidelity == fid]

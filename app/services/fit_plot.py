@@ -6,10 +6,11 @@ Computed by the planner's refit (never in a request) and stored on the recommend
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, Run
@@ -27,7 +28,7 @@ CV_FOLDS = 5
 QUICK_LIGHTGBM = {"n_estimators": 500, "learning_rate": 0.05}
 
 
-def target_rows(session: Session, experiment: Experiment) -> list[Any]:
+def target_rows(session: Session, experiment: Experiment) -> Sequence[Row[Any]]:
     """(id, weights, target_loss) of the latest ``MAX_RUNS`` succeeded target-fidelity runs, oldest first."""
     rows = session.execute(
         select(Run.id, Run.weights, Run.target_loss)
@@ -43,7 +44,7 @@ def target_rows(session: Session, experiment: Experiment) -> list[Any]:
     return rows[::-1]
 
 
-def fit_quality(rows: list[Any], fidelity: str, model: str | None = None) -> FitQuality:
+def fit_quality(rows: Sequence[Row[Any]], fidelity: str, model: str | None = None) -> FitQuality:
     """Cross-validate ``model`` (the strategy's own regressor if it names one) on ``rows``."""
     if len(rows) < MIN_FIT_RUNS:
         return FitQuality(

@@ -117,10 +117,19 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         live = LiveServer(f"http://127.0.0.1:{port}", _new_key("mixture-lab"), _new_key("another-team"))
         auth = {"Authorization": f"Bearer {live.key}"}
         with live.api() as client:
-            live.done = populate(client, auth, n_big=60, n_small=24, finish=True, name="web-code-law",
-                                 strategy="regmix", strategy_params=QUICK_REGMIX)
-            live.running = populate(client, auth, n_big=10, n_small=0, seed=1, name="still-running",
-                                    budget=50)
+            live.done = populate(
+                client,
+                auth,
+                n_big=60,
+                n_small=24,
+                finish=True,
+                name="web-code-law",
+                strategy="regmix",
+                strategy_params=QUICK_REGMIX,
+            )
+            live.running = populate(
+                client, auth, n_big=10, n_small=0, seed=1, name="still-running", budget=50
+            )
         try:
             yield live
         finally:

@@ -31,7 +31,8 @@ def _open_experiment(watch: PageWatch, live: LiveServer, experiment_id: int) -> 
     assert page.url.endswith(f"/ui/experiments/{experiment_id}")
     page.wait_for_function(
         "ids => ids.every(id => document.getElementById(id).classList.contains('js-plotly-plot'))",
-        arg=list(CHARTS), timeout=30_000,
+        arg=list(CHARTS),
+        timeout=30_000,
     )
     page.wait_for_selector("#runs tbody tr")
 
@@ -97,7 +98,8 @@ def test_runs_table_refreshes_while_running(live: LiveServer, watch: PageWatch) 
     page.wait_for_function(f"document.getElementById('runs-done').textContent !== {json.dumps(before)}")
     page.wait_for_function(  # the history chart was redrawn with the new run in it
         "id => document.getElementById('plot-history').data.some(t => (t.customdata || []).includes(id))",
-        arg=run["id"], timeout=15_000,
+        arg=run["id"],
+        timeout=15_000,
     )
     watch.screenshot("experiment-running")
     assert watch.errors == []

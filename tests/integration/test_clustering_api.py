@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_unlabeled_corpus_is_split_into_domains(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
-    from workers.execution import prepare_experiment
     from proxy_models.corpora import documents, take
+    from workers.execution import prepare_experiment
 
     docs = [d[:600] for d in take(documents("code"), max_docs=25) + take(documents("sports"), max_docs=25)]
     body = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode()

@@ -11,11 +11,11 @@ from botorch.acquisition import PosteriorMean
 from botorch.models import SingleTaskGP
 
 from strategies import Candidate, Fidelity, Observation, SearchSpace, get_strategy
-from strategies import _botorch_utils as bt
-from strategies._mf_acquisition import cost_utility
-from strategies._mf_design import TargetShare, design_counts, fidelity_coordinates
-from strategies._mf_model import _fit_subset, fit_model
+from strategies import botorch_utils as bt
 from strategies.admire import Admire, feasible_set
+from strategies.mf_acquisition import cost_utility
+from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates
+from strategies.mf_model import _fit_subset, fit_model
 from strategies.simplex import is_feasible, project
 
 OPTIMUM = np.array([0.5, 0.3, 0.2])

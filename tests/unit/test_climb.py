@@ -43,8 +43,14 @@ def run_loop(strategy: Climb, space: SearchSpace, batch: int, seed: int = 0) -> 
 
 @pytest.mark.parametrize(
     ("budget", "split", "sizes"),
-    [(28, (4, 2, 1), [16, 8, 4]), (7, (4, 2, 1), [4, 2, 1]), (3, (4, 2, 1), [1, 1, 1]),
-     (10, (1, 1, 1), [4, 3, 3]), (4, (10, 1, 1), [2, 1, 1]), (9, (1,), [9])],
+    [
+        (28, (4, 2, 1), [16, 8, 4]),
+        (7, (4, 2, 1), [4, 2, 1]),
+        (3, (4, 2, 1), [1, 1, 1]),
+        (10, (1, 1, 1), [4, 3, 3]),
+        (4, (10, 1, 1), [2, 1, 1]),
+        (9, (1,), [9]),
+    ],
 )
 def test_round_sizes_follow_the_split_and_sum_to_the_budget(budget, split, sizes) -> None:
     assert round_sizes(budget, split) == sizes
@@ -128,9 +134,9 @@ def test_same_history_and_seed_give_the_same_proposals_in_every_round() -> None:
         again = Climb(budget=14, **FAST).propose(space, history, 14, seed=11)
         assert first == again and len(first) == len(call)
         history += call
-    assert Climb(budget=14, **FAST).propose(space, [], 4, seed=1) != Climb(
-        budget=14, **FAST
-    ).propose(space, [], 4, seed=2)
+    assert Climb(budget=14, **FAST).propose(space, [], 4, seed=1) != Climb(budget=14, **FAST).propose(
+        space, [], 4, seed=2
+    )
 
 
 def test_later_rounds_exploit_the_predictor() -> None:

@@ -81,8 +81,9 @@ def test_clusters_partition_the_documents_largest_first(corpus, vectors) -> None
 
 def test_threshold_zero_merges_nothing_and_a_huge_one_merges_everything(corpus, vectors) -> None:
     docs, _ = corpus
-    kept = clustering.cluster_documents(docs, embeddings=vectors, initial_k=8, merge_threshold=0.0,
-                                        min_cluster_frac=0.0)
+    kept = clustering.cluster_documents(
+        docs, embeddings=vectors, initial_k=8, merge_threshold=0.0, min_cluster_frac=0.0
+    )
     assert kept.n_initial == 8 and kept.n_after_merge == 8 and len(kept.clusters) == 8
     one = clustering.cluster_documents(docs, embeddings=vectors, initial_k=8, merge_threshold=2.5)
     assert one.n_after_merge == 1 and len(one.clusters) == 1 and one.clusters[0].size == len(docs)
@@ -90,8 +91,9 @@ def test_threshold_zero_merges_nothing_and_a_huge_one_merges_everything(corpus, 
 
 def test_pruning_dissolves_small_clusters(corpus, vectors) -> None:
     docs, _ = corpus
-    result = clustering.cluster_documents(docs, embeddings=vectors, initial_k=12, merge_threshold=0.0,
-                                          min_cluster_frac=0.15)
+    result = clustering.cluster_documents(
+        docs, embeddings=vectors, initial_k=12, merge_threshold=0.0, min_cluster_frac=0.15
+    )
     assert result.n_after_merge == 12 and len(result.clusters) < 12
     assert min(c.size for c in result.clusters) >= 0.15 * len(docs)
 

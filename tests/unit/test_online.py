@@ -291,8 +291,13 @@ def test_online_run_resumes_with_its_strategy_state(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tiny_run(tiny_data, controller(), checkpoint=tmp_path / "ckpt.pt", on_progress=stop_at_step_10,
-                 progress_interval_s=0.0)
+        tiny_run(
+            tiny_data,
+            controller(),
+            checkpoint=tmp_path / "ckpt.pt",
+            on_progress=stop_at_step_10,
+            progress_interval_s=0.0,
+        )
     resumed_controller = controller()
     resumed = tiny_run(tiny_data, resumed_controller, checkpoint=tmp_path / "ckpt.pt")
     assert resumed.resumed_at == 10

@@ -22,8 +22,12 @@ def law(w: np.ndarray) -> np.ndarray:
 
 def law_minimiser() -> np.ndarray:
     res = minimize(
-        lambda w: law(w)[0], np.full(4, 0.25), method="SLSQP", bounds=[(0, 1)] * 4,
-        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}], options={"ftol": 1e-12},
+        lambda w: law(w)[0],
+        np.full(4, 0.25),
+        method="SLSQP",
+        bounds=[(0, 1)] * 4,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}],
+        options={"ftol": 1e-12},
     )
     return res.x
 
@@ -149,10 +153,14 @@ def random_space(rng: np.random.Generator) -> SearchSpace:
         budget = int(max_epochs * sum(tokens) / rng.uniform(1.05, 2.5))  # caps sum to 1.05..2.5
         try:
             space = SearchSpace(
-                domains, tokens, {domains[0]: 0.5, domains[-1]: 0.5}, (Fidelity("s", budget // 2, 1.0),),
+                domains,
+                tokens,
+                {domains[0]: 0.5, domains[-1]: 0.5},
+                (Fidelity("s", budget // 2, 1.0),),
                 lower=tuple(np.where(rng.random(k) < 0.3, rng.uniform(0, 0.5 / k, k), 0.0)),
                 upper=tuple(np.where(rng.random(k) < 0.3, rng.uniform(1.5 / k, 1.0, k), 1.0)),
-                max_epochs=max_epochs, target_tokens=budget,
+                max_epochs=max_epochs,
+                target_tokens=budget,
             )
             space.bounds(space.recommend_budget())
             space.bounds(space.target_fidelity.tokens)
@@ -183,9 +191,7 @@ def test_recommendations_never_break_caps_or_bounds(case: int) -> None:
 def test_target_can_change_without_new_runs() -> None:
     rng = np.random.default_rng(2)
     W = rng.dirichlet(np.ones(4), 40)
-    history = [
-        Observation(tuple(w), "s", {"ea": 4 - 2 * w[0], "eb": 4 - 2 * w[1]}, 4 - 2 * w[0]) for w in W
-    ]
+    history = [Observation(tuple(w), "s", {"ea": 4 - 2 * w[0], "eb": 4 - 2 * w[1]}, 4 - 2 * w[0]) for w in W]
     for target, best in (({"ea": 1.0}, 0), ({"eb": 1.0}, 1)):
         rec = RegMix(model="linear", n_search=1000).recommend(make_space(target=target), history)
         assert int(np.argmax(rec.weights)) == best

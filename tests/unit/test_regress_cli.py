@@ -33,8 +33,23 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_fit_predict_recommend_round_trip(files: dict[str, Path]) -> None:
-    args = ["--mixtures", files["m"], "--losses", files["l"], "--target", TARGET, "--model", "linear",
-            "--predict", files["p"], "--out", files["out"], "--recommend", "--folds", "4"]
+    args = [
+        "--mixtures",
+        files["m"],
+        "--losses",
+        files["l"],
+        "--target",
+        TARGET,
+        "--model",
+        "linear",
+        "--predict",
+        files["p"],
+        "--out",
+        files["out"],
+        "--recommend",
+        "--folds",
+        "4",
+    ]
     result = runner.invoke(regress_app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     assert "linear on 60 runs, 4-fold CV: spearman" in result.output
@@ -61,8 +76,21 @@ def test_recommendation_honours_token_budget_caps(files: dict[str, Path], tmp_pa
     tokens = tmp_path / "T.csv"
     counts = "".join(f"{d},{1_000_000 * (i + 1)}\n" for i, d in enumerate(domains))
     tokens.write_text("index,tokens\n" + counts)
-    args = ["--mixtures", files["m"], "--losses", files["l"], "--target", TARGET, "--model", "linear",
-            "--recommend", "--tokens", tokens, "--budget", 100_000_000]
+    args = [
+        "--mixtures",
+        files["m"],
+        "--losses",
+        files["l"],
+        "--target",
+        TARGET,
+        "--model",
+        "linear",
+        "--recommend",
+        "--tokens",
+        tokens,
+        "--budget",
+        100_000_000,
+    ]
     result = runner.invoke(regress_app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     table = [line.split() for line in result.output.splitlines() if line.startswith("train_the_pile_")]
@@ -99,8 +127,14 @@ def test_unknown_target_and_too_few_runs(files: dict[str, Path], tmp_path: Path)
     base = ["--mixtures", str(files["m"]), "--losses", str(files["l"]), "--model", "linear"]
     result = runner.invoke(regress_app, [*base, "--target", "metric/nope"])
     assert result.exit_code == 2 and "'metric/nope' is not a loss column" in result.output
-    few = ["--mixtures", str(head(files["m"], tmp_path / "m3.csv", 3)),
-           "--losses", str(head(files["l"], tmp_path / "l3.csv", 3)), "--target", TARGET]
+    few = [
+        "--mixtures",
+        str(head(files["m"], tmp_path / "m3.csv", 3)),
+        "--losses",
+        str(head(files["l"], tmp_path / "l3.csv", 3)),
+        "--target",
+        TARGET,
+    ]
     result = runner.invoke(regress_app, few)
     assert result.exit_code == 2 and "too few to fit" in result.output
     missing = ["--mixtures", str(tmp_path / "absent.csv"), "--losses", str(files["l"]), "--target", TARGET]

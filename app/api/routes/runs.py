@@ -6,7 +6,7 @@ planner (``workers/planner.py``); ask leases a run the planner already proposed.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -23,7 +23,7 @@ Wait = Annotated[
     float,
     Query(ge=0, le=60, description="seconds to wait for a proposed run when none is ready (long poll)"),
 ]
-NOT_READY = {
+NOT_READY: dict[int | str, dict[str, Any]] = {
     409: {
         "description": "`no_run_ready` (with Retry-After: the planner is catching up, or `parallelism` "
         "runs are leased), `budget_spent`, `bad_status` or `bad_executor`"

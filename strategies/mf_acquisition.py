@@ -20,10 +20,10 @@ from botorch.acquisition.utils import project_to_target_fidelity
 from botorch.models import AffineFidelityCostModel, SingleTaskGP
 from botorch.optim import optimize_acqf
 
-from strategies import _botorch_utils as bt
+from strategies import botorch_utils as bt
 from strategies import simplex
-from strategies._mf_design import TargetShare
 from strategies.base import Observation, SearchSpace
+from strategies.mf_design import TargetShare
 
 
 def cost_utility(

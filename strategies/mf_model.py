@@ -23,9 +23,9 @@ from gpytorch.means import Mean
 from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.operators import DiagLinearOperator
 
-from strategies import _botorch_utils as bt
-from strategies._mf_design import fidelity_coordinates
+from strategies import botorch_utils as bt
 from strategies.base import Observation, SearchSpace
+from strategies.mf_design import fidelity_coordinates
 
 
 def fit_model(
