@@ -362,7 +362,8 @@ def main() -> None:
     )
     print(
         f"RESULT ask_p99_ms={at_10k.pct('ask', 99):.1f} tell_p99_ms={at_10k.pct('tell', 99):.1f} "
-        f"pairs_per_s={at_10k.counts['pairs_per_s_x100'] / 100:.1f} rec_p99_ms={at_10k.pct('recommendation', 99):.1f} "
+        f"pairs_per_s={at_10k.counts['pairs_per_s_x100'] / 100:.1f} "
+        f"rec_p99_ms={at_10k.pct('recommendation', 99):.1f} "
         f"dashboard_p99_ms={dashboard:.1f} import_to_rec_s={import_to_rec:.1f} ratio_10k_vs_100={ratio:.2f} "
         f"errors={errors} not_ready={at_10k.counts['not_ready']}"
     )

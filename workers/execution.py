@@ -134,9 +134,9 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
             },
         )
     checkpoint_path(run_id).unlink(missing_ok=True)
-    if saved:
+    if saved is not None and saved.nudge:
         dispatcher().plan(experiment_id)
-    return Outcome("succeeded" if saved else "skipped")
+    return Outcome("succeeded" if saved is not None else "skipped")
 
 
 def prepare_experiment(experiment_id: int) -> Outcome:

@@ -142,20 +142,24 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
             failed = counts[RunStatus.FAILED]
             planning.fail_experiment(session, experiment.id, f"{failed} runs failed; see their errors")
             return PassResult()
-        space = planning.build_space(experiment)
-        hist = planning.history(session, experiment)
-        in_flight = planning.pending(session, experiment)
-        remaining = (
-            experiment.budget - spent_budgets(session=session, experiments=[experiment])[experiment.id]
-        )
-        strategy = _strategy(experiment)
-        seed = experiment.seed * 1_000_003 + sum(counts.values())
         target = next_queue_target(
             claim.queue_target, counts.get(RunStatus.QUEUED, 0), experiment.executor, settings
         )
-        slots = experiment.parallelism + target - len(in_flight)
+        live = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
+        slots = experiment.parallelism + target - live
+        spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
+        remaining = experiment.budget - spent
+        propose = slots > 0 and remaining > 1e-9  # else skip reading the history: nothing to propose
+        if propose:
+            space = planning.build_space(experiment)
+            hist = planning.history(session, experiment)
+            in_flight = planning.pending(session, experiment)
+            strategy = _strategy(experiment)
+            seed = experiment.seed * 1_000_003 + sum(counts.values())
+        else:
+            hist, in_flight = [], []
     candidates = []
-    if slots > 0 and remaining > 1e-9:
+    if propose:
         candidates = strategy.propose(space, hist, slots, seed=seed, pending=in_flight)
 
     with session_scope() as session:
@@ -176,7 +180,7 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         )
         live_now = now.get(RunStatus.QUEUED, 0) + now.get(RunStatus.RUNNING, 0)
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
-        finished = not new and not in_flight and live_now == 0 and same_history
+        finished = not new and live == 0 and live_now == 0 and same_history
         worker_runs = tuple(r.id for r in new if r.origin == RunOrigin.WORKER)
     dispatcher().runs(list(worker_runs))
     if finished:
@@ -220,10 +224,11 @@ def _refit(claim: planning.Claim, settings: Settings) -> PassResult:
         experiment = session.get(Experiment, claim.experiment_id)
         if experiment is None or experiment.status != ExperimentStatus.RUNNING:
             return PassResult()
-        hist = planning.history(session, experiment)
         last = planning.last_recommended_on(session, experiment.id)
-        if not planning.refit_due(experiment, len(hist), last, settings.refit_growth):
+        n_runs = planning.succeeded_count(session, experiment.id)  # cheap: most passes are not due
+        if not planning.refit_due(experiment, n_runs, last, settings.refit_growth):
             return PassResult()
+        hist = planning.history(session, experiment)
         space = planning.build_space(experiment)
         strategy = _strategy(experiment)
         rows = fit_plot.target_rows(session, experiment)

@@ -35,13 +35,19 @@ def new_jobs(experiment: Experiment) -> list[PlannerJob]:
     return [PlannerJob(experiment_id=experiment.id, job=job, requested=0, done=0) for job in PlanJob]
 
 
-def request_plan(session: Session, experiment_id: int) -> None:
-    """Ask for a planning pass over the newest history (commit, then ``dispatcher().plan``)."""
-    session.execute(
+def request_plan(session: Session, experiment_id: int) -> bool:
+    """Ask for a planning pass over the newest history; True if a planner must be nudged after commit.
+
+    No nudge is needed while a planner holds a job's lease: this UPDATE row-locks the job until commit,
+    so the planner's release comes after it, and the planner then claims again (``requested > done``)."""
+    now = utcnow()
+    leases = session.execute(
         update(PlannerJob)
         .where(PlannerJob.experiment_id == experiment_id)
         .values(requested=PlannerJob.requested + 1)
-    )
+        .returning(PlannerJob.lease_until)
+    ).scalars()
+    return any(until is None or until < now for until in leases)
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,17 @@ def pending(session: Session, experiment: Experiment) -> list[Candidate]:
         select(Run.weights, Run.fidelity).where(Run.experiment_id == experiment.id, Run.status.in_(LIVE_RUNS))
     )
     return [Candidate(tuple(w), fid) for w, fid in rows]
+
+
+def succeeded_count(session: Session, experiment_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.experiment_id == experiment_id, Run.status == RunStatus.SUCCEEDED)
+        )
+        or 0
+    )
 
 
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -113,8 +114,9 @@ def complete(
     cost: float | None,
     wall_s: float | None,
     extra: dict[str, Any] | None = None,
-) -> bool:
-    """running → succeeded with validated losses. False if the claim was lost meanwhile."""
+) -> Saved | None:
+    """running → succeeded with validated losses, and planning requested; None if the claim was lost
+    meanwhile."""
     bad = unknown(losses, experiment.domain_names)
     if bad:
         raise InvalidInput(
@@ -141,10 +143,16 @@ def complete(
             lease_expires_at=None,
         )
     )
-    saved = res.rowcount == 1  # type: ignore[attr-defined]
-    if saved:
-        request_plan(session, experiment.id)
-    return saved
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return Saved(nudge=request_plan(session, experiment.id))
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A stored result. ``nudge``: no planner holds the experiment's lease, so dispatch one after commit."""
+
+    nudge: bool
 
 
 def _fidelity_cost(experiment: Experiment, name: str) -> float:

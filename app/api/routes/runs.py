@@ -77,12 +77,13 @@ def tell(experiment: ExperimentDep, run_id: int, body: ResultIn, session: Sessio
         cost=body.cost,
         wall_s=body.wall_s,
     )
-    if not saved:
+    if saved is None:
         raise Conflict(
             f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
         )
     session.commit()  # the result is stored before anything plans on it
-    dispatcher().plan(experiment.id)
+    if saved.nudge:
+        dispatcher().plan(experiment.id)
     session.refresh(run)
     return service.run_out(experiment, run)
 
