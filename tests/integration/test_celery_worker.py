@@ -53,12 +53,13 @@ def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
 
 
 class Worker:
-    """A `celery worker --beat` process in its own process group (so a kill takes its children too)."""
+    """A `mixlab worker` (or, with ``command="beat"``, the one `mixlab beat`) in its own process group,
+    so a kill takes its children too."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, command: str = "worker") -> None:
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--loglevel", "INFO"],
+            [sys.executable, "-m", "app.cli", command, "--loglevel", "INFO"],
             cwd=ROOT,
             env={**os.environ, **env, "OMP_NUM_THREADS": "1", "MIXLAB_TRAIN_THREADS": "1"},
             stdout=self.log,
@@ -102,6 +103,7 @@ def test_worker_survives_sigkill_mid_run(service_env, tmp_path: Path) -> None:  
         _, key = create_project(session=session, name="svc")
     auth = {"Authorization": f"Bearer {key}"}
     log = tmp_path / "worker.log"
+    beat = Worker(service_env, tmp_path / "beat.log", command="beat")  # the reaper, apart from workers
     worker = Worker(service_env, log)
     try:
         with TestClient(create_app()) as api:
@@ -150,3 +152,4 @@ def test_worker_survives_sigkill_mid_run(service_env, tmp_path: Path) -> None:  
             assert rec["final"] and rec["n_runs"] == 3
     finally:
         worker.stop()
+        beat.stop()

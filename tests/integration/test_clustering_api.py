@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.integration.helpers import wait_for
+
 pytestmark = pytest.mark.slow
 
 
@@ -40,5 +42,6 @@ def test_unlabeled_corpus_is_split_into_domains(api, auth, settings_env) -> None
     assert sum(d["documents"] for d in data["domains"]) == 50
     assert all(d["info"]["label"] and d["tokens"] > 0 for d in data["domains"])
     assert abs(sum(data["target"].values()) - 1) < 1e-9
-    assert data["run_counts"].get("queued", 0) > 0  # climb proposed its first round over the clusters
+    # the app's planner proposes climb's first round over the clusters
+    wait_for(lambda: api.get(base, headers=auth).json()["run_counts"].get("queued", 0) > 0, "proposals")
     api.post(f"{base}/cancel", headers=auth)
