@@ -9,14 +9,16 @@ they turn into a retry with backoff, or a failure with the error message stored 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import or_, update
 
 from app.core.config import get_settings
@@ -26,6 +28,9 @@ from app.services import planning
 from app.services import runs as run_service
 from app.services.dispatch import dispatcher
 from app.status import ExperimentStatus
+
+if TYPE_CHECKING:
+    from proxy_models.train import RunConfig, TrainResult
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -64,6 +69,7 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
         assert experiment is not None
         fidelity = experiment.fidelity(run.fidelity)
         assert fidelity is not None and fidelity.preset is not None
+        cost = fidelity.cost
         config = RunConfig(
             preset=fidelity.preset,
             weights=dict(zip(experiment.domain_names, run.weights, strict=True)),
@@ -86,12 +92,15 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
                 raise RunAborted(f"run {run_id} was cancelled or reclaimed")
 
     try:
-        data = PreparedData.load(prepared_dir(experiment_id))
-        ckpt = checkpoint_path(run_id)
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        result = train_proxy(
-            data, config, on_progress=on_progress, checkpoint=ckpt, threads=get_settings().train_threads
-        )
+        if (synthetic_s := get_settings().synthetic_train_s) is not None:
+            result = synthetic_train(config, synthetic_s, cost, on_progress)
+        else:
+            data = PreparedData.load(prepared_dir(experiment_id))
+            ckpt = checkpoint_path(run_id)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            result = train_proxy(
+                data, config, on_progress=on_progress, checkpoint=ckpt, threads=get_settings().train_threads
+            )
     except RunAborted as e:
         log.info("%s", e)
         return Outcome("skipped")
@@ -137,6 +146,37 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
     if saved is not None and saved.nudge:
         dispatcher().plan(experiment_id)
     return Outcome("succeeded" if saved is not None else "skipped")
+
+
+def synthetic_train(config: RunConfig, seconds: float, cost: float, on_progress: Any) -> TrainResult:
+    """Benchmarks only (``synthetic_train_s``): stand in for ``train_proxy``: no data, no model.
+
+    Sleeps ``seconds`` in 0.1 s steps, reporting progress as training does (so the run heartbeats and can
+    be aborted), then returns losses from a fixed mixing law, ``3 - 1.5 * w`` per domain plus noise of
+    0.01 seeded by the run's seed, and the fidelity's cost as its FLOPs.
+    """
+    from proxy_models.train import Progress, TrainResult
+
+    rng = np.random.default_rng(config.seed)
+    losses = {d: 3.0 - 1.5 * w + 0.01 * float(rng.standard_normal()) for d, w in config.weights.items()}
+    steps = max(1, math.ceil(seconds / 0.1))
+    start = time.monotonic()
+    for step in range(1, steps + 1):
+        time.sleep(max(0.0, start + seconds * step / steps - time.monotonic()))
+        on_progress(Progress(step, steps, step, sum(losses.values()) / len(losses), time.monotonic() - start))
+    elapsed = time.monotonic() - start
+    return TrainResult(
+        losses=losses,
+        tokens=config.tokens or 0,
+        flops=cost,
+        wall_s=elapsed,
+        train_s=elapsed,
+        trajectory=[(0, dict(config.weights))],
+        epochs=dict.fromkeys(config.weights, 0.0),
+        steps=steps,
+        precision="synthetic",
+        device="none",
+    )
 
 
 def prepare_experiment(experiment_id: int) -> Outcome:

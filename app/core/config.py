@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # Proxy training.
     device: str = "auto"
     train_threads: int | None = Field(default=None, description="torch threads per run; None = all cores")
+    synthetic_train_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="benchmarks only: workers sleep this long (heartbeating) and report losses from a fixed "
+        "synthetic mixing law instead of training a proxy model; claim, result, planning and dispatch "
+        "stay the real ones (bench/scale_out.py)",
+    )
 
 
 @lru_cache
