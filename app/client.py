@@ -151,11 +151,9 @@ class Experiment:
             try:
                 data = self.client.request("POST", f"{self._path}/ask", params={"wait": round(left, 3)})
                 break
-            except ApiError as e:
+            except ApiError as e:  # the server waited ``left`` seconds already: ask again at once
                 if e.code != "no_run_ready" or (deadline is not None and time.monotonic() >= deadline):
                     raise
-                if left < wait_s:  # the server did not wait the full time: respect Retry-After
-                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic()) if deadline else 1.0))
         run = data["run"]
         return Trial(run["id"], run["weights"], run["fidelity"], run["seed"], data["lease_expires_at"])
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from app.status import Executor, ExperimentStatus, RunOrigin, RunStatus
 
 
 def utcnow() -> datetime:
@@ -240,8 +240,8 @@ class PlannerJob(Base):
     experiment_id: Mapped[int] = mapped_column(
         ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True
     )
-    job: Mapped[str] = mapped_column(String(16), primary_key=True, default=PlanJob.PROPOSE)
-    requested: Mapped[int] = mapped_column(Integer, default=1)
+    job: Mapped[str] = mapped_column(String(16), primary_key=True)  # a PlanJob
+    requested: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)

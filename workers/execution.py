@@ -27,7 +27,7 @@ from app.models import Experiment, Run, utcnow
 from app.services import planning
 from app.services import runs as run_service
 from app.services.dispatch import dispatcher
-from app.status import ExperimentStatus
+from app.status import ExperimentStatus, RunStatus
 
 if TYPE_CHECKING:
     from proxy_models.train import RunConfig, TrainResult
@@ -117,7 +117,7 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
             )
             run = session.get(Run, run_id)
             delay = (run.not_before - utcnow()).total_seconds() if run and run.not_before else None
-        if status == "failed":
+        if status == RunStatus.FAILED:
             dispatcher().plan(experiment_id)
         return Outcome(status or "skipped", delay)
 
@@ -215,8 +215,7 @@ def prepare_experiment(experiment_id: int) -> Outcome:
         with session_scope() as session:
             exp = session.get(Experiment, experiment_id)
             assert exp is not None
-            exp.status, exp.error = ExperimentStatus.FAILED, f"preparation failed: {e}"
-            exp.finished_at = utcnow()
+            planning.finish(session, exp, ExperimentStatus.FAILED, f"preparation failed: {e}")
         return Outcome("failed")
     with session_scope() as session:
         experiment = session.get(Experiment, experiment_id)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -31,6 +32,7 @@ from app.services import fit_plot, planning
 from app.services.dispatch import dispatcher
 from app.services.experiments import spent_budgets
 from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from strategies import Recommendation as StrategyRecommendation
 from strategies import Strategy, get_strategy
 
 log = logging.getLogger(__name__)
@@ -38,22 +40,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PassResult:
-    new_runs: tuple[int, ...] = ()
     queue_target: int | None = None
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class PlanOutcome:
-    passes: int
-    new_runs: tuple[int, ...]
-
-
-def plan(experiment_id: int, job: PlanJob) -> PlanOutcome:
-    """Run passes of ``job`` until no request is left or another planner holds the lease."""
+def plan(experiment_id: int, job: PlanJob) -> int:
+    """Run passes of ``job`` until no request is left or another planner holds the lease; returns how
+    many passes ran."""
     settings = get_settings()
     passes = 0
-    new_runs: list[int] = []
     while True:
         with session_scope() as session:
             claim = planning.claim_job(session, experiment_id, job, settings.planner_lease_s)
@@ -77,8 +72,7 @@ def plan(experiment_id: int, job: PlanJob) -> PlanOutcome:
                 error=result.error,
                 queue_target=result.queue_target,
             )
-        new_runs += result.new_runs
-    return PlanOutcome(passes, tuple(new_runs))
+    return passes
 
 
 def _failed(claim: planning.Claim, e: Exception) -> PassResult:
@@ -163,11 +157,9 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         candidates = strategy.propose(space, hist, slots, seed=seed, pending=in_flight)
 
     with session_scope() as session:
-        experiment = planning.lock_experiment(session, claim.experiment_id)
-        if experiment is None or experiment.status != ExperimentStatus.RUNNING:
-            return PassResult()
-        if not planning.holds_lease(session, claim):
-            return PassResult()  # another planner took over while this one was fitting
+        experiment = planning.lock_running(session, claim.experiment_id)
+        if experiment is None or not planning.holds_lease(session, claim):
+            return PassResult()  # finished, or another planner took over while this one was fitting
         now = planning.run_counts(session, experiment.id)
         spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
         new = planning.save_proposals(
@@ -181,25 +173,33 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         live_now = now.get(RunStatus.QUEUED, 0) + now.get(RunStatus.RUNNING, 0)
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
         finished = not new and live == 0 and live_now == 0 and same_history
-        worker_runs = tuple(r.id for r in new if r.origin == RunOrigin.WORKER)
-    dispatcher().runs(list(worker_runs))
+        worker_runs = [r.id for r in new if r.origin == RunOrigin.WORKER]
+    dispatcher().runs(worker_runs)
     if finished:
         _finish(claim)
-    return PassResult(new_runs=worker_runs, queue_target=target)
+    return PassResult(queue_target=target)
 
 
-def _finish(claim: planning.Claim) -> None:
-    """Budget spent and nothing live: the final recommendation, then done."""
+def _recommendation(experiment_id: int) -> tuple[StrategyRecommendation, dict[str, Any], int]:
+    """Fit the strategy's recommendation and the dashboard's fit plot on the newest history (no
+    transaction open while fitting); returns them with the number of runs they saw."""
     with session_scope() as session:
-        experiment = session.get(Experiment, claim.experiment_id)
+        experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
         space = planning.build_space(experiment)
         hist = planning.history(session, experiment)
         strategy = _strategy(experiment)
         rows = fit_plot.target_rows(session, experiment)
         model = experiment.strategy_params.get("model")
+    rec = strategy.recommend(space, hist)
+    fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
+    return rec, fit, len(hist)
+
+
+def _finish(claim: planning.Claim) -> None:
+    """Budget spent and nothing live: the final recommendation, then done."""
     try:
-        rec = strategy.recommend(space, hist)
+        rec, fit, n_runs = _recommendation(claim.experiment_id)
     except Exception as e:
         log.exception("final recommendation of experiment %s failed", claim.experiment_id)
         with session_scope() as session:
@@ -207,43 +207,35 @@ def _finish(claim: planning.Claim) -> None:
                 session, claim.experiment_id, f"final recommendation failed: {type(e).__name__}: {e}"
             )
         return
-    fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
     with session_scope() as session:
-        experiment = planning.lock_experiment(session, claim.experiment_id)
-        if experiment is None or experiment.status != ExperimentStatus.RUNNING:
+        experiment = planning.lock_running(session, claim.experiment_id)
+        if experiment is None:
             return
         counts = planning.run_counts(session, experiment.id)
         if counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0):
             return  # a run was retried meanwhile: not finished after all
-        planning.save_recommendation(session, experiment, rec, n_runs=len(hist), final=True, fit=fit)
+        planning.save_recommendation(session, experiment, rec, n_runs=n_runs, final=True, fit=fit)
         planning.finish(session, experiment, ExperimentStatus.DONE)
 
 
 def _refit(claim: planning.Claim, settings: Settings) -> PassResult:
-    with session_scope() as session:
+    with session_scope() as session:  # cheap: most passes are not due
         experiment = session.get(Experiment, claim.experiment_id)
         if experiment is None or experiment.status != ExperimentStatus.RUNNING:
             return PassResult()
         last = planning.last_recommended_on(session, experiment.id)
-        n_runs = planning.succeeded_count(session, experiment.id)  # cheap: most passes are not due
+        n_runs = planning.run_counts(session, experiment.id).get(RunStatus.SUCCEEDED, 0)
         if not planning.refit_due(experiment, n_runs, last, settings.refit_growth):
             return PassResult()
-        hist = planning.history(session, experiment)
-        space = planning.build_space(experiment)
-        strategy = _strategy(experiment)
-        rows = fit_plot.target_rows(session, experiment)
-        model = experiment.strategy_params.get("model")
     try:
-        rec = strategy.recommend(space, hist)
+        rec, fit, n_runs = _recommendation(claim.experiment_id)
     except Exception as e:  # an interim fit failing must not stop the search
         log.warning("interim refit of experiment %s failed: %s", claim.experiment_id, e)
         return PassResult(error=f"interim refit failed: {type(e).__name__}: {e}")
-    fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
     with session_scope() as session:
-        experiment = planning.lock_experiment(session, claim.experiment_id)
-        if experiment is not None and experiment.status == ExperimentStatus.RUNNING:
-            if planning.holds_lease(session, claim):
-                planning.save_recommendation(session, experiment, rec, n_runs=len(hist), final=False, fit=fit)
+        experiment = planning.lock_running(session, claim.experiment_id)
+        if experiment is not None and planning.holds_lease(session, claim):
+            planning.save_recommendation(session, experiment, rec, n_runs=n_runs, final=False, fit=fit)
     return PassResult()
 
 

@@ -31,7 +31,7 @@ def prepare_experiment(experiment_id: int) -> str:
     retry_kwargs={"max_retries": 5},
 )
 def plan_experiment(experiment_id: int, job: str) -> int:
-    return plan(experiment_id, PlanJob(job)).passes
+    return plan(experiment_id, PlanJob(job))
 
 
 @celery_app.task(name="mixlab.reap")

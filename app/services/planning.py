@@ -13,15 +13,15 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, PlannerJob, Recommendation, Run, utcnow
-from app.status import LIVE_RUNS, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from app.status import LIVE_RUNS, Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
 from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError
 from strategies import Recommendation as StrategyRecommendation
 
@@ -32,7 +32,21 @@ MAX_FAILURE_RATIO = 1.0  # more failed runs than budgeted runs (+3) fails the ex
 
 def new_jobs(experiment: Experiment) -> list[PlannerJob]:
     """The planner rows every experiment has, one per job."""
-    return [PlannerJob(experiment_id=experiment.id, job=job, requested=0, done=0) for job in PlanJob]
+    return [PlannerJob(experiment_id=experiment.id, job=job) for job in PlanJob]
+
+
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Nobody holds the job's lease (never taken, released, or run out)."""
+    return or_(PlannerJob.lease_until.is_(None), PlannerJob.lease_until < now)
+
+
+def _held(claim: Claim) -> ColumnElement[bool]:
+    """The job row, as long as ``claim`` still holds its lease."""
+    return and_(
+        PlannerJob.experiment_id == claim.experiment_id,
+        PlannerJob.job == claim.job,
+        PlannerJob.lease_token == claim.token,
+    )
 
 
 def request_plan(session: Session, experiment_id: int) -> bool:
@@ -47,7 +61,7 @@ def request_plan(session: Session, experiment_id: int) -> bool:
         .values(requested=PlannerJob.requested + 1)
         .returning(PlannerJob.lease_until)
     ).scalars()
-    return any(until is None or until < now for until in leases)
+    return any(until is None or until < now for until in leases)  # as ``_free``
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,7 @@ def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float
             PlannerJob.experiment_id == experiment_id,
             PlannerJob.job == job,
             PlannerJob.requested > PlannerJob.done,
-            or_(PlannerJob.lease_until.is_(None), PlannerJob.lease_until < now),
+            _free(now),
         )
         .values(lease_token=token, lease_until=now + timedelta(seconds=lease_s))
     )
@@ -83,13 +97,7 @@ def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float
 
 def renew_lease(session: Session, claim: Claim, lease_s: float) -> bool:
     res = session.execute(
-        update(PlannerJob)
-        .where(
-            PlannerJob.experiment_id == claim.experiment_id,
-            PlannerJob.job == claim.job,
-            PlannerJob.lease_token == claim.token,
-        )
-        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        update(PlannerJob).where(_held(claim)).values(lease_until=utcnow() + timedelta(seconds=lease_s))
     )
     return res.rowcount == 1  # type: ignore[attr-defined]
 
@@ -114,25 +122,12 @@ def release_job(
     }
     if queue_target is not None:
         values["queue_target"] = queue_target
-    res = session.execute(
-        update(PlannerJob)
-        .where(
-            PlannerJob.experiment_id == claim.experiment_id,
-            PlannerJob.job == claim.job,
-            PlannerJob.lease_token == claim.token,
-        )
-        .values(**values)
-    )
+    res = session.execute(update(PlannerJob).where(_held(claim)).values(**values))
     return res.rowcount == 1  # type: ignore[attr-defined]
 
 
 def holds_lease(session: Session, claim: Claim) -> bool:
-    token = session.scalar(
-        select(PlannerJob.lease_token).where(
-            PlannerJob.experiment_id == claim.experiment_id, PlannerJob.job == claim.job
-        )
-    )
-    return token == claim.token
+    return session.scalar(select(func.count()).select_from(PlannerJob).where(_held(claim))) == 1
 
 
 def due_jobs(session: Session, job: PlanJob | None = None, limit: int = 100) -> list[tuple[int, PlanJob]]:
@@ -143,7 +138,7 @@ def due_jobs(session: Session, job: PlanJob | None = None, limit: int = 100) -> 
         .where(
             Experiment.status == ExperimentStatus.RUNNING,
             PlannerJob.requested > PlannerJob.done,
-            or_(PlannerJob.lease_until.is_(None), PlannerJob.lease_until < utcnow()),
+            _free(utcnow()),
         )
         .order_by(PlannerJob.updated_at)
         .limit(limit)
@@ -153,10 +148,12 @@ def due_jobs(session: Session, job: PlanJob | None = None, limit: int = 100) -> 
     return [(exp_id, PlanJob(j)) for exp_id, j in session.execute(q)]
 
 
-def lock_experiment(session: Session, experiment_id: int) -> Experiment | None:
-    """Take the experiment's row lock (a no-op UPDATE locks on Postgres and SQLite alike)."""
+def lock_running(session: Session, experiment_id: int) -> Experiment | None:
+    """Take the experiment's row lock (a no-op UPDATE locks on Postgres and SQLite alike); the
+    experiment if it is still running, else None: a planner writes nothing for a finished one."""
     session.execute(update(Experiment).where(Experiment.id == experiment_id).values(id=Experiment.id))
-    return session.get(Experiment, experiment_id, populate_existing=True)
+    experiment = session.get(Experiment, experiment_id, populate_existing=True)
+    return experiment if experiment is not None and experiment.status == ExperimentStatus.RUNNING else None
 
 
 def build_space(experiment: Experiment) -> SearchSpace:
@@ -201,17 +198,6 @@ def pending(session: Session, experiment: Experiment) -> list[Candidate]:
     return [Candidate(tuple(w), fid) for w, fid in rows]
 
 
-def succeeded_count(session: Session, experiment_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Run)
-            .where(Run.experiment_id == experiment_id, Run.status == RunStatus.SUCCEEDED)
-        )
-        or 0
-    )
-
-
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:
     return dict(
         session.execute(  # type: ignore[arg-type]
@@ -246,7 +232,7 @@ def save_proposals(
                 weights=[float(w) for w in cand.weights],
                 fidelity=cand.fidelity,
                 seed=experiment.seed + n_created + len(new),
-                origin=RunOrigin.WORKER if experiment.executor == "worker" else RunOrigin.EXTERNAL,
+                origin=RunOrigin.WORKER if experiment.executor == Executor.WORKER else RunOrigin.EXTERNAL,
                 planned_on=planned_on,
             )
         )
@@ -314,23 +300,9 @@ def finish(
 
 def fail_experiment(session: Session, experiment_id: int, error: str) -> None:
     """A planner error ends the experiment with its message; stored runs are left as they are."""
-    experiment = lock_experiment(session, experiment_id)
-    if experiment is not None and experiment.status == ExperimentStatus.RUNNING:
+    experiment = lock_running(session, experiment_id)
+    if experiment is not None:
         finish(session, experiment, ExperimentStatus.FAILED, error[:10_000])
-
-
-def queued_worker_runs(session: Session, experiment_id: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(Run.id).where(
-                and_(
-                    Run.experiment_id == experiment_id,
-                    Run.status == RunStatus.QUEUED,
-                    Run.origin == RunOrigin.WORKER,
-                )
-            )
-        )
-    )
 
 
 def _finite(x: float | None) -> float | None:

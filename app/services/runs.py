@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
@@ -51,26 +51,29 @@ def list_runs(
     return list(session.scalars(q.order_by(Run.id).limit(limit)))
 
 
+def _ready(now: datetime) -> ColumnElement[bool]:
+    """Queued and past any retry backoff: a run that may be claimed now."""
+    return and_(Run.status == RunStatus.QUEUED, or_(Run.not_before.is_(None), Run.not_before <= now))
+
+
+def _claimed(worker: str, token: str, now: datetime) -> dict[str, Any]:
+    """The columns a claim sets, for a worker's run and a leased external run alike."""
+    return {
+        "status": RunStatus.RUNNING,
+        "attempts": Run.attempts + 1,
+        "worker": worker,
+        "claim_token": token,
+        "heartbeat_at": now,
+        "started_at": now,
+        "error": None,
+    }
+
+
 def claim(*, session: Session, run_id: int, worker: str) -> str | None:
     """queued → running for this worker; returns the claim token, or None if someone else has it."""
-    token = uuid.uuid4().hex
-    now = utcnow()
+    token, now = uuid.uuid4().hex, utcnow()
     res = session.execute(
-        update(Run)
-        .where(
-            Run.id == run_id,
-            Run.status == RunStatus.QUEUED,
-            or_(Run.not_before.is_(None), Run.not_before <= now),
-        )
-        .values(
-            status=RunStatus.RUNNING,
-            attempts=Run.attempts + 1,
-            worker=worker,
-            claim_token=token,
-            heartbeat_at=now,
-            started_at=now,
-            error=None,
-        )
+        update(Run).where(Run.id == run_id, _ready(now)).values(**_claimed(worker, token, now))
     )
     return token if res.rowcount == 1 else None  # type: ignore[attr-defined]
 
@@ -81,10 +84,9 @@ def next_queued(*, session: Session) -> int | None:
         select(Run.id)
         .join(Experiment, Experiment.id == Run.experiment_id)
         .where(
-            Run.status == RunStatus.QUEUED,
+            _ready(utcnow()),
             Run.origin == RunOrigin.WORKER,
             Experiment.status == ExperimentStatus.RUNNING,
-            or_(Run.not_before.is_(None), Run.not_before <= utcnow()),
         )
         .order_by(Run.id)
         .limit(1)
@@ -293,11 +295,7 @@ def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None
     now = utcnow()
     oldest_ready = (
         select(Run.id)
-        .where(
-            Run.experiment_id == experiment_id,
-            Run.status == RunStatus.QUEUED,
-            or_(Run.not_before.is_(None), Run.not_before <= now),
-        )
+        .where(Run.experiment_id == experiment_id, _ready(now))
         .order_by(Run.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -313,14 +311,8 @@ def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None
         update(Run)
         .where(Run.id == oldest_ready, leased < parallelism)
         .values(
-            status=RunStatus.RUNNING,
-            attempts=Run.attempts + 1,
-            worker=RunOrigin.EXTERNAL.value,
-            claim_token=uuid.uuid4().hex,
-            heartbeat_at=now,
-            started_at=now,
+            **_claimed(RunOrigin.EXTERNAL.value, uuid.uuid4().hex, now),
             lease_expires_at=now + timedelta(seconds=get_settings().lease_s),
-            error=None,
         )
         .returning(Run.id)
     )

@@ -72,17 +72,16 @@ def test_many_tells_coalesce_into_one_pass(settings_env) -> None:  # type: ignor
     from workers.planner import plan
 
     exp_id = _experiment(budget=8, parallelism=2)
-    assert plan(exp_id, PlanJob.PROPOSE).passes == 1
+    assert plan(exp_id, PlanJob.PROPOSE) == 1
     (a, wa), (b, wb) = _ask(exp_id), _ask(exp_id)
     before = _job(exp_id)
     _tell(exp_id, a, wa)
     _tell(exp_id, b, wb)
     assert _job(exp_id).requested == before.requested + 2
-    outcome = plan(exp_id, PlanJob.PROPOSE)
-    assert outcome.passes == 1  # two tells, one pass over the newer history
+    assert plan(exp_id, PlanJob.PROPOSE) == 1  # two tells, one pass over the newer history
     job = _job(exp_id)
     assert job.done == job.requested and job.passes == before.passes + 1 and job.lease_token is None
-    assert plan(exp_id, PlanJob.PROPOSE).passes == 0  # nothing new: no pass at all
+    assert plan(exp_id, PlanJob.PROPOSE) == 0  # nothing new: no pass at all
 
 
 def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(settings_env) -> None:  # type: ignore[no-untyped-def]
@@ -147,13 +146,13 @@ def test_a_dead_planners_lease_runs_out_and_its_late_write_is_refused(settings_e
     exp_id = _experiment(budget=6, parallelism=2)
     with session_scope() as session:  # a planner claims the job, then its process is killed
         dead = planning.claim_job(session, exp_id, PlanJob.PROPOSE, lease_s=600)
-    assert dead is not None and plan(exp_id, PlanJob.PROPOSE).passes == 0  # the lease still holds
+    assert dead is not None and plan(exp_id, PlanJob.PROPOSE) == 0  # the lease still holds
     with session_scope() as session:
         assert [j for j in planning.due_jobs(session) if j[0] == exp_id] == [(exp_id, PlanJob.REFIT)]
         session.get(PlannerJob, (exp_id, "propose")).lease_until = utcnow() - timedelta(seconds=1)
     with session_scope() as session:  # the reaper finds it again
         assert (exp_id, PlanJob.PROPOSE) in planning.due_jobs(session)
-    assert plan(exp_id, PlanJob.PROPOSE).passes == 1
+    assert plan(exp_id, PlanJob.PROPOSE) == 1
     with session_scope() as session:
         assert len(list(session.scalars(select(Run).where(Run.experiment_id == exp_id)))) == 4
         assert not planning.holds_lease(session, dead)
