@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def external_spec(**over: Any) -> dict[str, Any]:
@@ -39,11 +46,64 @@ def error_code(resp: Any) -> str:
     return str(resp.json()["error"]["code"])
 
 
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll until ``pred()`` is truthy: the planner works off the request path."""
+def wait_for(
+    pred: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.05, logs: Sequence[Path] = ()
+) -> Any:
+    """Poll until ``pred()`` is truthy (the planner works off the request path); on time-out, show the
+    tails of ``logs``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := pred():
             return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+    tails = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{tails}")
+
+
+class MixlabProcess:
+    """A `mixlab` command (``worker``, ``beat``) in its own process group, so a kill takes its children."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path, self.log = log, log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **env, "OMP_NUM_THREADS": "1", "MIXLAB_TRAIN_THREADS": "1"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready(self) -> bool:
+        """A Celery worker says "ready." once it consumes its queues."""
+        assert self.proc.poll() is None, self.log_path.read_text()[-4000:]
+        return b" ready." in self.log_path.read_bytes()
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def upload_corpora(api: Any, base: str, auth: dict[str, str], folder: Path, max_chars: int) -> None:
+    """Upload ``max_chars`` of each domain's bundled text (domains named after sources) as its corpus."""
+    from proxy_models.corpora import documents, take, write_jsonl
+
+    for domain in api.get(base, headers=auth).json()["domains"]:
+        name = domain["name"]
+        path = write_jsonl(folder / f"{name}.jsonl", take(documents(name), max_chars=max_chars))
+        resp = api.put(
+            f"{base}/domains/{name}/corpus",
+            params={"filename": path.name},
+            content=path.read_bytes(),
+            headers=auth,
+        )
+        assert resp.status_code == 200, resp.text

@@ -9,88 +9,19 @@ experiment done with a final recommendation, both workers having trained.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REDIS_URL, _create_pg_database, _drop_pg_database, pg_url
+from tests.integration.helpers import MixlabProcess, upload_corpora, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
-ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 8
 
 
 @pytest.fixture
-def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    import redis
-
-    from app.core.config import get_settings
-    from app.core.db import get_engine
-    from app.core.migrate import upgrade
-
-    name = _create_pg_database()
-    url = pg_url(name)
-    upgrade(url)
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {
-        "MIXLAB_DATABASE_URL": url,
-        "MIXLAB_BROKER_URL": REDIS_URL,
-        "MIXLAB_EXECUTOR": "celery",
-        "MIXLAB_STORAGE_DIR": str(tmp_path / "storage"),
-        "MIXLAB_SYNTHETIC_TRAIN_S": "0.3",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    yield env
-    get_settings.cache_clear()
-    get_engine(url).dispose()
-    _drop_pg_database(name)
-
-
-class Proc:
-    """A `mixlab` subprocess in its own process group, logging to a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log_path, self.log = log, log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def ready(self) -> bool:
-        assert self.proc.poll() is None, self.log_path.read_text()[-4000:]
-        return b" ready." in self.log_path.read_bytes()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
-
-
-def _wait(pred, timeout: float, what: str, logs: list[Path]):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.2)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+def service_settings() -> dict[str, str]:
+    return {"MIXLAB_SYNTHETIC_TRAIN_S": "0.3"}
 
 
 def test_two_workers_share_an_experiment(service_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -101,18 +32,17 @@ def test_two_workers_share_an_experiment(service_env, tmp_path: Path) -> None:  
     from app.main import create_app
     from app.models import Run
     from app.services.projects import create_project
-    from proxy_models.corpora import documents, take, write_jsonl
 
     with session_scope() as session:
         _, key = create_project(session=session, name="scale")
     auth = {"Authorization": f"Bearer {key}"}
     logs = [tmp_path / "worker-0.log", tmp_path / "worker-1.log", tmp_path / "beat.log"]
-    procs: list[Proc] = []
+    procs: list[MixlabProcess] = []
     try:
         for log in logs[:2]:
-            procs.append(Proc(["worker", "--concurrency", "1"], service_env, log))
-        procs.append(Proc(["beat"], service_env, logs[2]))
-        _wait(lambda: all(p.ready() for p in procs[:2]), 60, "both workers to be ready", logs)
+            procs.append(MixlabProcess(["worker", "--concurrency", "1"], service_env, log))
+        procs.append(MixlabProcess(["beat"], service_env, logs[2]))
+        wait_for(lambda: all(p.ready() for p in procs[:2]), "both workers to be ready", 60, 0.2, logs)
         with TestClient(create_app()) as api:
             spec = {
                 "name": "scale",
@@ -125,22 +55,14 @@ def test_two_workers_share_an_experiment(service_env, tmp_path: Path) -> None:  
             }
             exp = api.post("/api/v1/experiments", json=spec, headers=auth).json()
             base = f"/api/v1/experiments/{exp['id']}"
-            for name in ("sports", "code"):
-                path = write_jsonl(tmp_path / f"{name}.jsonl", take(documents(name), max_chars=30_000))
-                resp = api.put(
-                    f"{base}/domains/{name}/corpus",
-                    params={"filename": path.name},
-                    content=path.read_bytes(),
-                    headers=auth,
-                )
-                assert resp.status_code == 200, resp.text
+            upload_corpora(api, base, auth, tmp_path, max_chars=30_000)
             assert api.post(f"{base}/start", headers=auth).json()["status"] == "preparing"
 
             def finished():  # type: ignore[no-untyped-def]
                 data = api.get(base, headers=auth).json()
                 return data if data["status"] in ("done", "failed", "cancelled") else None
 
-            final = _wait(finished, 60, "the experiment to finish", logs)
+            final = wait_for(finished, "the experiment to finish", 60, 0.2, logs)
             assert final["status"] == "done", final["error"]
             rec = api.get(f"{base}/recommendation", headers=auth).json()
             assert rec["final"] and rec["n_runs"] == BUDGET
