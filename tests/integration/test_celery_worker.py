@@ -1,7 +1,7 @@
 """Service mode for real: PostgreSQL + Redis + `celery worker` subprocesses training real proxy LMs.
 
-The fault test SIGKILLs the worker in the middle of a run; the reaper (`mixlab beat`, its own process) puts the run back
-in the queue, and the experiment still finishes with every run succeeded and nothing stuck.
+The fault test SIGKILLs the worker in the middle of a run; the reaper (`mixlab beat`, its own process) puts
+the run back in the queue, and the experiment still finishes with every run succeeded and nothing stuck.
 """
 
 from __future__ import annotations
