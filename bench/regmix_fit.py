@@ -20,7 +20,7 @@ from strategies.regmix import RegMix
 from strategies.regression import cross_validate, fit_regressor, score
 from strategies.tabular import Table, align, parse_mixtures, parse_table, to_observations
 
-DATA = Path("/work/shared/data/regmix")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"  # ../shared from the repo root
 TARGET = "metric/the_pile_pile_cc_val_loss"
 # The paper's settings (regression_fitting/regression.ipynb), minus early stopping on the held-out runs.
 PAPER_LGBM = {

@@ -39,7 +39,7 @@ from strategies.base import Candidate, Fidelity, Observation, SearchSpace
 from strategies.regmix import DEFAULT_CONCENTRATIONS
 from strategies.tabular import align, parse_mixtures, parse_table
 
-DATA = Path("/work/shared/data/regmix")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"  # ../shared from the repo root
 TARGET_COLUMN = "metric/the_pile_pile_cc_val_loss"
 TARGET_DOMAIN = "pile_cc"
 TARGET_TOKENS = 1_000_000_000
