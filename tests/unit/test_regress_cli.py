@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from app.regress import regress, regress_app
 
-DATA = Path("/work/shared/data/regmix")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "regmix"  # ../shared from the repo root
 TARGET = "metric/the_pile_pile_cc_val_loss"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared RegMix data not mounted")
 runner = CliRunner()

@@ -18,7 +18,7 @@ from strategies.tabular import (
     to_observations,
 )
 
-DATA = Path("/work/shared/data/regmix")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "regmix"  # ../shared from the repo root
 MIX = "index,web,code,books\n1,0.5,0.3,0.2\n2,0.001,0.0,0.999\n3,0.333,0.333,0.333\n"
 LOSS = "index,l_web,l_code\n3,3.0,4.0\n1,2.5,3.5\n2,3.2,3.9\n"
 
