@@ -14,6 +14,7 @@ from app.api.routes import experiments, health, insights, online, runs
 from app.core.config import get_settings
 from app.dashboard import routes as dashboard
 from app.errors import MixlabError, NotReady
+from app.services.dispatch import Polling, set_dispatcher
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -44,19 +45,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Wire the hand-off of work for this process: Celery messages in service mode; in embedded mode the
     in-process worker (planner threads, and a trainer unless ``MIXLAB_EMBEDDED_TRAINER=false``)."""
-    from workers.dispatch import install
+    from workers.dispatch import CeleryDispatcher
     from workers.embedded import EmbeddedWorker
 
     settings = get_settings()
-    install(settings.executor)
-    worker = None
-    if settings.executor == "embedded":
-        worker = EmbeddedWorker(poll_s=0.5, train=settings.embedded_trainer).start()
+    if settings.executor == "celery":
+        set_dispatcher(CeleryDispatcher())
+        try:
+            yield
+        finally:
+            set_dispatcher(Polling())
+        return
+    worker = EmbeddedWorker(poll_s=0.5, train=settings.embedded_trainer).start()
     try:
         yield
     finally:
-        if worker is not None:
-            worker.stop()
+        worker.stop()
 
 
 def create_app() -> FastAPI:

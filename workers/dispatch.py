@@ -23,12 +23,3 @@ class CeleryDispatcher(Dispatcher):
         from workers.tasks import prepare_experiment
 
         prepare_experiment.apply_async((experiment_id,))
-
-
-def install(executor: str) -> None:
-    """Route the services' hand-offs for this process: Celery messages, or the embedded worker's
-    wake-ups (installed by ``EmbeddedWorker.start``; until then pollers find the work)."""
-    from app.services.dispatch import set_dispatcher
-
-    if executor == "celery":
-        set_dispatcher(CeleryDispatcher())

@@ -19,7 +19,7 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.models import Experiment
 from app.services import planning, runs
-from app.services.dispatch import Dispatcher, set_dispatcher
+from app.services.dispatch import Dispatcher, Polling, set_dispatcher
 from app.status import ExperimentStatus, PlanJob
 from workers import execution
 from workers.planner import plan
@@ -67,6 +67,7 @@ class EmbeddedWorker:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        set_dispatcher(Polling())  # nobody is left to wake: work waits in the database
         self._stop.set()
         for loop in self.loops.values():
             loop.wake.set()
