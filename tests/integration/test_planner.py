@@ -5,6 +5,7 @@ threads: each test drives ``workers.planner.plan`` itself, so it sees every pass
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -21,9 +22,7 @@ def _experiment(**over: Any) -> int:
     from app.services.projects import create_project
 
     with session_scope() as session:
-        project, _ = create_project(
-            session=session, name=f"planner-{id(over)}-{len(over)}-{threading.get_ident()}"
-        )
+        project, _ = create_project(session=session, name=f"planner-{uuid.uuid4().hex[:12]}")
         spec = ExperimentCreate.model_validate(external_spec(**over))
         experiment = create_experiment(session=session, project_id=project.id, spec=spec)
         start_experiment(session=session, experiment=experiment)
