@@ -120,7 +120,7 @@ def test_a_failing_strategy_fails_the_experiment_and_keeps_every_result(settings
                 raise StrategyError("the surrogate diverged")
             return super().propose(space, history, n, seed, pending)
 
-    name = f"brittle-{threading.get_ident()}-{id(settings_env)}"
+    name = f"brittle-{uuid.uuid4().hex[:12]}"  # the registry refuses a name twice
     register(name)(Brittle)
     exp_id = _experiment(strategy=name, budget=6, parallelism=2)
     plan(exp_id, PlanJob.PROPOSE)
