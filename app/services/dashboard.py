@@ -28,12 +28,12 @@ from app.schemas.dashboard import (
     WeightsByRun,
 )
 from app.services import experiments as experiment_service
+from app.services.fit_plot import MAX_RUNS
 from app.services.online import list_sessions
 from app.services.recommendations import latest_recommendation
 from app.services.runs import get_run, run_out
 from app.status import ExperimentStatus, RunOrigin, RunStatus
 
-MAX_RUNS = 2000  # the plots use the latest runs only: enough to see everything, cheap to send
 LIVE_STATUSES = (ExperimentStatus.PREPARING, ExperimentStatus.RUNNING)
 
 

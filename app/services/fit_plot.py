@@ -20,7 +20,7 @@ from strategies.regression import MODELS, fit_regressor, kfold_indices, score
 
 log = logging.getLogger(__name__)
 
-MAX_RUNS = 2000  # the latest target-fidelity runs: enough to judge the fit, cheap to cross-validate
+MAX_RUNS = 2000  # the dashboard plots the latest runs only: enough to see everything, cheap to fit
 MIN_FIT_RUNS = 5  # fewer succeeded runs at the target fidelity: no cross-validated fit
 CV_FOLDS = 5
 # Fewer, larger boosting steps than the strategies use: ~8x faster, and a diagnostic plot needs the
@@ -28,20 +28,20 @@ CV_FOLDS = 5
 QUICK_LIGHTGBM = {"n_estimators": 500, "learning_rate": 0.05}
 
 
-def target_rows(session: Session, experiment: Experiment) -> Sequence[Row[Any]]:
-    """(id, weights, target_loss) of the latest ``MAX_RUNS`` succeeded target-fidelity runs, oldest first."""
+def target_rows(session: Session, experiment: Experiment) -> list[Any]:
+    """(id, weights, target_loss) of the target-fidelity runs among the latest ``MAX_RUNS`` succeeded
+    ones (the runs the other plots draw), oldest first."""
     rows = session.execute(
-        select(Run.id, Run.weights, Run.target_loss)
+        select(Run.id, Run.weights, Run.target_loss, Run.fidelity)
         .where(
             Run.experiment_id == experiment.id,
             Run.status == RunStatus.SUCCEEDED,
-            Run.fidelity == experiment.target_fidelity.name,
             Run.target_loss.is_not(None),
         )
         .order_by(Run.id.desc())
         .limit(MAX_RUNS)
     ).all()
-    return rows[::-1]
+    return [r for r in rows[::-1] if r.fidelity == experiment.target_fidelity.name]
 
 
 def fit_quality(rows: Sequence[Row[Any]], fidelity: str, model: str | None = None) -> FitQuality:
