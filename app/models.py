@@ -168,7 +168,8 @@ class Run(Base):
     __tablename__ = "run"
     __table_args__ = (
         Index("ix_run_experiment_id_id", "experiment_id", "id"),
-        Index("ix_run_experiment_id_status", "experiment_id", "status"),
+        # (status, id): ask's "oldest queued run" and run counts are index range scans at any history size
+        Index("ix_run_experiment_id_status_id", "experiment_id", "status", "id"),
         Index("ix_run_status_heartbeat", "status", "heartbeat_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -212,7 +213,9 @@ class Recommendation(Base):
     alternatives: Mapped[list[Any]] = mapped_column(default=list)
     n_runs: Mapped[int] = mapped_column(Integer)
     final: Mapped[bool] = mapped_column(default=False)
-    fit: Mapped[dict[str, Any]] = mapped_column(default=dict)  # out-of-fold fit plot for the dashboard
+    # The dashboard's out-of-fold fit plot (up to MAX_RUNS points): deferred, so reading a
+    # recommendation does not load it.
+    fit: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -36,6 +36,7 @@ from strategies import Recommendation as StrategyRecommendation
 from strategies import Strategy, get_strategy
 
 log = logging.getLogger(__name__)
+_history = planning.HistoryCache()  # per process: a pass reads only the runs that succeeded since the last
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         propose = slots > 0 and remaining > 1e-9  # else skip reading the history: nothing to propose
         if propose:
             space = planning.build_space(experiment)
-            hist = planning.history(session, experiment)
+            hist = _history.read(session, experiment)
             in_flight = planning.pending(session, experiment)
             strategy = _strategy(experiment)
             seed = experiment.seed * 1_000_003 + sum(counts.values())
@@ -187,7 +188,7 @@ def _recommendation(experiment_id: int) -> tuple[StrategyRecommendation, dict[st
         experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
         space = planning.build_space(experiment)
-        hist = planning.history(session, experiment)
+        hist = _history.read(session, experiment)
         strategy = _strategy(experiment)
         rows = fit_plot.target_rows(session, experiment)
         model = experiment.strategy_params.get("model")

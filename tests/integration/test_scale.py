@@ -1,4 +1,5 @@
-"""10,000 runs in one experiment: listing and refitting issue O(1) queries (no per-row I/O)."""
+"""10,000 runs in one experiment: listing and refitting issue O(1) queries (no per-row I/O), and the
+planner's history cache reads only what is new."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class QueryCounter:
 def test_ten_thousand_runs(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
     from app.core.db import get_engine, session_scope
     from app.models import Experiment
-    from app.services.planning import history
+    from app.services.planning import HistoryCache, history
 
     exp = api.post("/api/v1/experiments", json=external_spec(strategy="random"), headers=auth).json()
     base = f"/api/v1/experiments/{exp['id']}"
@@ -52,6 +53,23 @@ def test_ten_thousand_runs(api, auth, settings_env) -> None:  # type: ignore[no-
         with QueryCounter(engine) as fit:
             hist = history(session, experiment)
     assert len(hist) == 10_000 and fit.n == 1
+
+    cache = HistoryCache()
+    with session_scope() as session:
+        experiment = session.get(Experiment, exp["id"])
+        with QueryCounter(engine) as first_read:
+            assert cache.read(session, experiment) == hist
+        with QueryCounter(engine) as unchanged:
+            assert cache.read(session, experiment) == hist
+    assert first_read.n == 2 and unchanged.n == 1  # the ids, then only the rows it has not seen
+    told = {"weights": runs[0]["weights"], "losses": {"web": 1.0, "code": 1.0, "law": 1.0}}
+    api.post(f"{base}/runs/import", json={"runs": [told]}, headers=auth).raise_for_status()
+    with session_scope() as session:
+        experiment = session.get(Experiment, exp["id"])
+        with QueryCounter(engine) as grown:
+            cached = cache.read(session, experiment)
+        assert cached == history(session, experiment) and len(cached) == 10_001
+    assert grown.n == 2
     with QueryCounter(engine) as listing:
         api.get("/api/v1/experiments", headers=auth)
     for i in range(4):
