@@ -122,13 +122,12 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
         return Outcome(status or "skipped", delay)
 
     with session_scope() as session:
-        run = session.get(Run, run_id)
         experiment = session.get(Experiment, experiment_id)
-        assert run is not None and experiment is not None
+        assert experiment is not None
         saved = run_service.complete(
             session=session,
-            run=run,
             experiment=experiment,
+            run_id=run_id,
             token=token,
             losses=result.losses,
             cost=result.flops,

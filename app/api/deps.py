@@ -13,7 +13,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.errors import Unauthorized
 from app.models import Experiment, Project
-from app.services.experiments import get_experiment
+from app.services.experiments import experiment_for_key
 from app.services.projects import project_for_key
 
 COOKIE = "mixlab_key"
@@ -48,14 +48,18 @@ ProjectDep = Annotated[Project, Depends(current_project)]
 ExperimentId = Annotated[int, PathParam(description="experiment id")]
 
 
-def current_experiment(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> Experiment:
+def current_experiment(
+    experiment_id: ExperimentId, session: SessionDep, key: Annotated[str, Depends(api_key)]
+) -> Experiment:
     """The path's experiment, if it belongs to the caller's project (404 otherwise)."""
-    return get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
+    return experiment_for_key(session=session, key=key, experiment_id=experiment_id)
 
 
-def locked_experiment(experiment_id: ExperimentId, session: SessionDep, project: ProjectDep) -> Experiment:
+def locked_experiment(
+    experiment_id: ExperimentId, session: SessionDep, key: Annotated[str, Depends(api_key)]
+) -> Experiment:
     """Like ``current_experiment``, holding the row lock until the request's commit (state changes)."""
-    return get_experiment(session=session, project_id=project.id, experiment_id=experiment_id, lock=True)
+    return experiment_for_key(session=session, key=key, experiment_id=experiment_id, lock=True)
 
 
 ExperimentDep = Annotated[Experiment, Depends(current_experiment)]

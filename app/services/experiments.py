@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.core.config import get_settings
+from app.core.security import hash_key
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Domain, Experiment, FidelityInfo, Run, utcnow
+from app.models import ApiKey, Domain, Experiment, FidelityInfo, Run, utcnow
 from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
 from app.services.corpora import StoredCorpus
 from app.services.planning import new_jobs, request_plan
+from app.services.projects import project_for_key
 from app.status import FINISHED, LIVE_RUNS, Executor, ExperimentStatus, RunOrigin, RunStatus
 from strategies import StrategyError, available_strategies, get_strategy
 
@@ -90,12 +94,31 @@ def get_experiment(
     *, session: Session, project_id: int, experiment_id: int, lock: bool = False
 ) -> Experiment:
     q = select(Experiment).where(Experiment.id == experiment_id, Experiment.project_id == project_id)
-    if lock:
-        q = q.with_for_update()
-    experiment = session.scalar(q.options(selectinload(Experiment.domains)))
+    experiment = _one_experiment(session, q, lock)
     if experiment is None:
         raise NotFound(f"experiment {experiment_id} not found in this project", code="experiment_not_found")
     return experiment
+
+
+def experiment_for_key(*, session: Session, key: str, experiment_id: int, lock: bool = False) -> Experiment:
+    """The experiment, if the key's project owns it: authentication and lookup in one query, since every
+    ask and tell starts with them (401 for a bad key, 404 for another project's experiment)."""
+    q = (
+        select(Experiment)
+        .join(ApiKey, ApiKey.project_id == Experiment.project_id)
+        .where(Experiment.id == experiment_id, ApiKey.key_hash == hash_key(key))
+    )
+    experiment = _one_experiment(session, q, lock)
+    if experiment is None:
+        project = project_for_key(session=session, key=key)  # raises Unauthorized for a bad key
+        return get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)
+    return experiment
+
+
+def _one_experiment(session: Session, q: Select[Any], lock: bool) -> Experiment | None:
+    if lock:
+        q = q.with_for_update(of=Experiment)
+    return session.scalars(q.options(joinedload(Experiment.domains))).unique().one_or_none()
 
 
 def list_experiments(*, session: Session, project_id: int, limit: int, after: int | None) -> list[Experiment]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
@@ -109,16 +109,17 @@ def heartbeat(*, session: Session, run_id: int, token: str, progress: dict[str, 
 def complete(
     *,
     session: Session,
-    run: Run,
     experiment: Experiment,
+    run_id: int,
     token: str | None,
     losses: dict[str, float],
     cost: float | None,
     wall_s: float | None,
     extra: dict[str, Any] | None = None,
+    origin: RunOrigin | None = None,
 ) -> Saved | None:
-    """running → succeeded with validated losses, and planning requested; None if the claim was lost
-    meanwhile."""
+    """running → succeeded with validated losses, and planning requested, in one UPDATE … RETURNING;
+    None if the run is not a running run of this experiment (and ``origin``), or its claim was lost."""
     bad = unknown(losses, experiment.domain_names)
     if bad:
         raise InvalidInput(
@@ -128,38 +129,44 @@ def complete(
     if missing:
         raise InvalidInput(f"losses lack target domains {missing}", code="missing_losses")
     target_loss = sum(w * losses[d] for d, w in experiment.target.items())
-    cond = [Run.id == run.id, Run.status == RunStatus.RUNNING]
+    cond = [Run.id == run_id, Run.experiment_id == experiment.id, Run.status == RunStatus.RUNNING]
     if token is not None:
         cond.append(Run.claim_token == token)
-    res = session.execute(
+    if origin is not None:
+        cond.append(Run.origin == origin)
+    run = session.scalars(
         update(Run)
         .where(and_(*cond))
         .values(
             status=RunStatus.SUCCEEDED,
             losses=losses,
             target_loss=float(target_loss),
-            cost=cost if cost is not None else _fidelity_cost(experiment, run.fidelity),
+            cost=cost if cost is not None else _fidelity_cost(experiment),
             wall_s=wall_s,
             extra=extra or {},
             finished_at=utcnow(),
             lease_expires_at=None,
         )
-    )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(Run),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
+    if run is None:
         return None
-    return Saved(nudge=request_plan(session, experiment.id))
+    return Saved(run=run, nudge=request_plan(session, experiment.id))
 
 
 @dataclass(frozen=True)
 class Saved:
     """A stored result. ``nudge``: no planner holds the experiment's lease, so dispatch one after commit."""
 
+    run: Run
     nudge: bool
 
 
-def _fidelity_cost(experiment: Experiment, name: str) -> float:
-    f = experiment.fidelity(name)
-    return f.cost if f is not None else experiment.target_fidelity.cost
+def _fidelity_cost(experiment: Experiment) -> ColumnElement[float]:
+    """The run's fidelity's cost, as SQL (a run of an unknown fidelity costs a target-fidelity run)."""
+    costs = {f.name: f.cost for f in experiment.fidelities}
+    return case(costs, value=Run.fidelity, else_=experiment.target_fidelity.cost)
 
 
 def fail(*, session: Session, run_id: int, token: str | None, error: str, retryable: bool) -> str | None:
@@ -269,6 +276,9 @@ def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run
     deadline = time.monotonic() + max(wait_s, 0.0)
     delay = 0.02
     while True:
+        run = _lease(session, experiment_id, parallelism)
+        if run is not None:
+            return run
         status = session.scalar(select(Experiment.status).where(Experiment.id == experiment_id))
         if status == ExperimentStatus.DONE:
             raise Conflict("the budget is spent; read the recommendation", code="budget_spent")
@@ -276,9 +286,6 @@ def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run
             raise Conflict(
                 f"experiment is {status}; only a running experiment hands out runs", code="bad_status"
             )
-        run = _lease(session, experiment_id, parallelism)
-        if run is not None:
-            return run
         session.rollback()  # end the snapshot, so the next try sees the planner's commits
         if time.monotonic() + delay > deadline:
             raise NotReady(
@@ -292,6 +299,7 @@ def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run
 
 
 def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None:
+    """One UPDATE … RETURNING: the oldest ready run of a running experiment, below the parallelism cap."""
     now = utcnow()
     oldest_ready = (
         select(Run.id)
@@ -307,16 +315,19 @@ def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None
         .where(Run.experiment_id == experiment_id, Run.status == RunStatus.RUNNING)
         .scalar_subquery()
     )
-    run_id = session.scalar(
+    running = select(Experiment.id).where(
+        Experiment.id == experiment_id, Experiment.status == ExperimentStatus.RUNNING
+    )
+    return session.scalars(
         update(Run)
-        .where(Run.id == oldest_ready, leased < parallelism)
+        .where(Run.id == oldest_ready, leased < parallelism, running.exists())
         .values(
             **_claimed(RunOrigin.EXTERNAL.value, uuid.uuid4().hex, now),
             lease_expires_at=now + timedelta(seconds=get_settings().lease_s),
         )
-        .returning(Run.id)
-    )
-    return None if run_id is None else session.get(Run, run_id, populate_existing=True)
+        .returning(Run),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
 
 
 def extend_lease(*, session: Session, run: Run, progress: dict[str, Any]) -> Run:

@@ -123,10 +123,10 @@ def test_import_runs_feeds_the_strategy_and_costs_no_budget(api, auth) -> None: 
         runs.append({"weights": w, "losses": fake_losses(w)})
     out = api.post(f"{base}/runs/import", json={"runs": runs}, headers=auth)
     assert out.status_code == 201 and out.json()["imported"] == 12
+    spent = api.get(base, headers=auth).json()["spent"]  # the planner may propose meanwhile: read it first
     items = api.get(f"{base}/runs", params={"limit": 100}, headers=auth).json()["items"]
     proposed = [r for r in items if r["origin"] != "import"]  # at most the budget's one run
-    assert len(items) - len(proposed) == 12 and len(proposed) <= 1
-    assert api.get(base, headers=auth).json()["spent"] == len(proposed)
+    assert len(items) - len(proposed) == 12 and spent <= len(proposed) <= 1
     bad = api.post(
         f"{base}/runs/import",
         json={"runs": [{"weights": {"web": 0.5, "code": 0.6}, "losses": {}}]},

@@ -65,27 +65,29 @@ def ask(experiment: ExperimentDep, session: SessionDep, wait: Wait = 0.0) -> Ask
     "/runs/{run_id}/result", response_model=RunOut, summary="Report a leased run's per-domain losses"
 )
 def tell(experiment: ExperimentDep, run_id: int, body: ResultIn, session: SessionDep) -> RunOut:
-    run = service.get_run(session=session, experiment=experiment, run_id=run_id)
-    if run.origin != RunOrigin.EXTERNAL:
-        raise Conflict(f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin")
     saved = service.complete(
         session=session,
-        run=run,
         experiment=experiment,
+        run_id=run_id,
         token=None,
         losses=body.losses,
         cost=body.cost,
         wall_s=body.wall_s,
+        origin=RunOrigin.EXTERNAL,
     )
-    if saved is None:
+    if saved is None:  # say why: unknown run, a worker's run, or not leased
+        run = service.get_run(session=session, experiment=experiment, run_id=run_id)
+        if run.origin != RunOrigin.EXTERNAL:
+            raise Conflict(
+                f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin"
+            )
         raise Conflict(
             f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
         )
     session.commit()  # the result is stored before anything plans on it
     if saved.nudge:
         dispatcher().plan(experiment.id)
-    session.refresh(run)
-    return service.run_out(experiment, run)
+    return service.run_out(experiment, saved.run)
 
 
 @router.post(
