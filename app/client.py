@@ -5,7 +5,7 @@ mx = Client("http://127.0.0.1:8000", api_key="mlx_...")
 exp = mx.create_experiment(name="demo", domains=[{"name": "web", "tokens": 10**9}, ...], executor="external")
 exp.start()
 trial = exp.ask()                      # weights to train on, under a lease
-exp.tell(trial.run_id, losses={...})   # per-domain validation losses
+exp.tell(trial, losses={...})          # per-domain validation losses (LeaseLost if the lease ran out)
 print(exp.recommendation(wait=True))
 """
 
@@ -32,6 +32,10 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class LeaseLost(ApiError):
+    """The trial's lease expired and its run was handed out again: drop the result and ask anew."""
+
+
 @dataclass(frozen=True)
 class Trial:
     """A leased run: train ``weights`` at ``fidelity``, then ``tell`` its losses before the lease ends."""
@@ -40,6 +44,7 @@ class Trial:
     weights: dict[str, float]
     fidelity: str
     seed: int
+    lease_token: str
     lease_expires_at: str
 
 
@@ -155,21 +160,30 @@ class Experiment:
                 if e.code != "no_run_ready" or (deadline is not None and time.monotonic() >= deadline):
                     raise
         run = data["run"]
-        return Trial(run["id"], run["weights"], run["fidelity"], run["seed"], data["lease_expires_at"])
-
-    def tell(self, run_id: int, losses: Mapping[str, float], cost: float | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"losses": dict(losses)}
-        if cost is not None:
-            body["cost"] = cost
-        return self.client.request("POST", f"{self._path}/runs/{run_id}/result", json=body)  # type: ignore[no-any-return]
-
-    def heartbeat(self, run_id: int, **progress: Any) -> dict[str, Any]:
-        return self.client.request(  # type: ignore[no-any-return]
-            "POST", f"{self._path}/runs/{run_id}/heartbeat", json={"progress": progress}
+        return Trial(
+            run["id"],
+            run["weights"],
+            run["fidelity"],
+            run["seed"],
+            data["lease_token"],
+            data["lease_expires_at"],
         )
 
-    def fail(self, run_id: int, error: str) -> dict[str, Any]:
-        return self.client.request("POST", f"{self._path}/runs/{run_id}/fail", json={"error": error})  # type: ignore[no-any-return]
+    def tell(self, trial: Trial, losses: Mapping[str, float], cost: float | None = None) -> dict[str, Any]:
+        """Report the trial's per-domain losses; raises ``LeaseLost`` if its lease ran out meanwhile."""
+        body: dict[str, Any] = {"lease_token": trial.lease_token, "losses": dict(losses)}
+        if cost is not None:
+            body["cost"] = cost
+        return self.client.request("POST", f"{self._path}/runs/{trial.run_id}/result", json=body)  # type: ignore[no-any-return]
+
+    def heartbeat(self, trial: Trial, **progress: Any) -> dict[str, Any]:
+        """Extend the trial's lease (call it well within ``lease_s``) and record progress."""
+        body = {"lease_token": trial.lease_token, "progress": progress}
+        return self.client.request("POST", f"{self._path}/runs/{trial.run_id}/heartbeat", json=body)  # type: ignore[no-any-return]
+
+    def fail(self, trial: Trial, error: str) -> dict[str, Any]:
+        body = {"lease_token": trial.lease_token, "error": error}
+        return self.client.request("POST", f"{self._path}/runs/{trial.run_id}/fail", json=body)  # type: ignore[no-any-return]
 
     def retry(self, run_id: int) -> dict[str, Any]:
         return self.client.request("POST", f"{self._path}/runs/{run_id}/retry")  # type: ignore[no-any-return]
@@ -244,7 +258,8 @@ def _decode(resp: httpx.Response) -> Any:
         return resp.json() if resp.content else None
     try:
         err = resp.json()["error"]
-        raise ApiError(resp.status_code, err["code"], err["message"])
+        error = LeaseLost if err["code"] == "lease_lost" else ApiError
+        raise error(resp.status_code, err["code"], err["message"])
     except (ValueError, KeyError, TypeError):
         raise ApiError(resp.status_code, "http_error", resp.text[:500]) from None
 

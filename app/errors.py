@@ -34,6 +34,16 @@ class TooLarge(MixlabError):
     code = "upload_too_large"
 
 
+class UnsupportedMediaType(MixlabError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Forbidden(MixlabError):
+    status = 403
+    code = "forbidden"
+
+
 class Unauthorized(MixlabError):
     status = 401
     code = "unauthorized"

@@ -9,7 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
+from app.api.hardening import Hardening
 from app.api.routes import experiments, health, insights, online, runs
 from app.core.config import get_settings
 from app.dashboard import routes as dashboard
@@ -18,6 +22,13 @@ from app.services.dispatch import Polling, set_dispatcher
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
+DB_RETRY_AFTER_S = 5
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -39,6 +50,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)
     return 422, "invalid_input", "; ".join(parts)
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    """Lost or refused connections (and a server shutting down), as opposed to a bad statement."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
 
 
 @asynccontextmanager
@@ -64,7 +82,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    settings = get_settings()
     app = FastAPI(
+        max_body_size=settings.max_json_bytes,  # corpus uploads stream under their own limit
         lifespan=lifespan,
         title="mixlab",
         version="0.1.0",
@@ -81,11 +101,35 @@ def create_app() -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(*_validation_message(exc))
 
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        """Framework errors (unknown path, wrong method, body over the limit) in the API's error shape."""
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        if exc.status_code == 413:
+            message = f"the request body exceeds {settings.max_json_bytes} bytes (MIXLAB_MAX_JSON_BYTES)"
+        return _error(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        """The database is down or unreachable: 503, retry later. Other database errors are bugs: 500."""
+        if isinstance(exc, DBAPIError) and not _unavailable(exc):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _error(
+            503,
+            "database_unavailable",
+            "the database is not reachable right now; retry after Retry-After seconds",
+            {"Retry-After": str(DB_RETRY_AFTER_S)},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal_error", "something went wrong on the server; the error was logged")
 
+    app.add_middleware(Hardening, settings=settings)
     app.include_router(health.router)
     for module in (experiments, runs, online, insights):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -24,6 +24,12 @@ from sqlalchemy.types import TypeDecorator
 
 from app.status import Executor, ExperimentStatus, RunOrigin, RunStatus
 
+MAX_ID = 2**63 - 1  # ids are int64 in the API; anything beyond names no row (404), and never reaches SQL
+
+
+def valid_id(row_id: int) -> bool:
+    return 1 <= row_id <= MAX_ID
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -226,7 +226,7 @@ def pairs(url: str, headers: dict[str, str], base: str, clients: int, seconds: f
                     "tell",
                     "POST",
                     f"{base}/runs/{run['id']}/result",
-                    json={"losses": losses(run["weights"], rng)},
+                    json={"lease_token": asked.json()["lease_token"], "losses": losses(run["weights"], rng)},
                 )
                 if told is not None and told.status_code == 200:
                     with stats.lock:

@@ -109,7 +109,7 @@ def main(url: str, key: str, budget: int = 4, steps: int = 40, chars: int = 60_0
                     break
                 raise
             losses = train(trial.weights, train_sets, val_sets, steps, trial.seed)
-            exp.tell(trial.run_id, losses)
+            exp.tell(trial, losses)
             print(f"run {trial.run_id}: weights {_fmt(trial.weights)} → losses {_fmt(losses)}")
         rec = exp.recommendation(wait=True)
         print(f"recommended {_fmt(rec['weights'])} (predicted target loss {rec['predicted_loss']:.4f})")

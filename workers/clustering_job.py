@@ -7,6 +7,7 @@ are written in short transactions, and the domains appear in one final commit â€
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -16,6 +17,7 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.errors import InvalidInput
 from app.models import Domain, Experiment, utcnow
+from app.services.corpora import Limits
 from app.services.corpora import documents as read_documents
 
 
@@ -33,8 +35,8 @@ def split_into_domains(experiment_id: int) -> None:
         assert experiment is not None and experiment.cluster is not None
         spec = dict(experiment.cluster)
         seed = experiment.seed
-    docs = list(read_documents(Path(spec["path"]), ".jsonl", False, settings.max_upload_bytes * 20))
-    docs = docs[: int(spec["max_documents"])]
+    stored = read_documents(Path(spec["path"]), ".jsonl", False, Limits.of(settings))
+    docs = list(itertools.islice(stored, int(spec["max_documents"])))
     if len(docs) < 2:
         raise InvalidInput("clustering needs at least two documents", code="too_few_documents")
     last = [0.0]

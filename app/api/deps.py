@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.errors import Unauthorized
-from app.models import Experiment, Project
+from app.errors import Forbidden, Unauthorized
+from app.models import MAX_ID, Experiment, Project
 from app.services.experiments import experiment_for_key
 from app.services.projects import project_for_key
 
@@ -29,13 +29,26 @@ SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def api_key(request: Request) -> str:
-    """The key from ``Authorization: Bearer …`` (or the dashboard's cookie)."""
+    """The key from ``Authorization: Bearer …``, or the dashboard's cookie for reads only.
+
+    A cookie rides along with any request the browser makes, including a forged cross-site form post;
+    a bearer header never does. So the cookie authorises GETs (all the dashboard sends) and nothing that
+    changes state: no CSRF token is needed because no cookie-authorised write exists."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     if cookie := request.cookies.get(COOKIE):
+        if request.method not in SAFE_METHODS:
+            raise Forbidden(
+                "the dashboard cookie is read-only; send the key as `Authorization: Bearer <key>` to change "
+                "anything",
+                code="cookie_read_only",
+            )
         return cookie
     raise Unauthorized("send your project key as `Authorization: Bearer <key>`")
 
@@ -70,7 +83,9 @@ class PageParams:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 50,
-        after: Annotated[int | None, Query(description="`next_after` of the previous page")] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=MAX_ID, description="`next_after` of the previous page")
+        ] = None,
     ) -> None:
         self.limit = limit
         self.after = after

@@ -25,11 +25,25 @@ class Settings(BaseSettings):
     # How queued runs get executed: an in-process thread, or Celery workers on the broker.
     executor: Literal["embedded", "celery"] = "embedded"
 
-    # Limits.
+    # Limits: bigger inputs get 413 (or 422 for a line or document), never a stuck or swollen server.
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_corpus_bytes: int = Field(
+        default=2 * 1024**3, description="a corpus after decompression (gzip bombs stop here, streamed)"
+    )
+    max_line_bytes: int = Field(default=8 * 1024**2, description="one line of an uploaded corpus")
+    max_document_bytes: int = Field(default=32 * 1024**2, description="one document of an uploaded corpus")
+    max_json_bytes: int = Field(
+        default=64 * 1024**2, description="a JSON request body (100,000 imported runs fit)"
+    )
     max_domains: int = 64
     max_page_size: int = 500
     max_run_attempts: int = 3
+    rate_limit: str | None = Field(
+        default="1200/minute", description="API requests per key (moving window); empty: no limit"
+    )
+    rate_limit_storage: str = Field(
+        default="memory://", description="memory:// counts per server process; redis://… across processes"
+    )
 
     # Planning (off the request path). A planner holds an experiment's job under a lease it renews while
     # fitting; external experiments keep ``parallelism`` plus an adaptive look-ahead of runs proposed.
@@ -45,6 +59,10 @@ class Settings(BaseSettings):
 
     # Liveness: a worker run with no heartbeat for this long is re-queued; an external lease lasts this long.
     stale_after_s: float = 120.0
+    prepare_timeout_s: float = Field(
+        default=6 * 3600.0,
+        description="an experiment still preparing after this long is failed with a reason",
+    )
     lease_s: float = 600.0
     reap_every_s: float = 30.0
     retry_backoff_s: float = 5.0

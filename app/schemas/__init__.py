@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -11,6 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 WEIGHT_TOL = 1e-3  # published mixtures are rounded to 3 decimals; rows are renormalised after the check
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+# Bounds every number in the API carries, so nothing overflows a column or a computation (422, never 500).
+MAX_LOSS = 100.0  # nats per token; uniform over a 50k vocabulary is 10.8, a diverged run may be higher
+MAX_TOKENS = 10**15
+MAX_FLOPS = 1e30
+MAX_SEED = 10**9  # run seeds are experiment seed + run index, and must fit a 32-bit column
+MAX_STEP = 2**31 - 1
+MAX_DOMAINS = 256
+MAX_FIDELITIES = 16
 
 T = TypeVar("T")
 
@@ -31,10 +40,24 @@ def check_simplex(weights: dict[str, float], what: str = "weights") -> dict[str,
 
 
 def check_losses(losses: dict[str, float]) -> dict[str, float]:
-    bad = {k: v for k, v in losses.items() if not isinstance(v, int | float) or not math.isfinite(v)}
-    if bad:
-        raise ValueError(f"losses must be finite numbers; got {bad}")
+    """Finite, > 0 and at most ``MAX_LOSS``: a loss of 0, a negative one or 1e308 is a bug upstream."""
+    for name, v in losses.items():
+        if not isinstance(v, int | float) or not math.isfinite(v) or not 0 < v <= MAX_LOSS:
+            raise ValueError(f"losses[{name!r}] is {v}; a loss must be a number in (0, {MAX_LOSS:g}]")
     return {k: float(v) for k, v in losses.items()}
+
+
+def check_json_size(value: Any, limit: int, what: str) -> Any:
+    size = len(json.dumps(value, default=str))
+    if size > limit:
+        raise ValueError(f"{what} is {size} bytes of JSON; at most {limit} are stored")
+    return value
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields and non-finite numbers are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def unknown(names: Iterable[str], known: Iterable[str]) -> list[str]:
@@ -42,10 +65,10 @@ def unknown(names: Iterable[str], known: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n not in known_set)
 
 
-class DomainSpec(BaseModel):
+class DomainSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '-', '.'")
     tokens: int | None = Field(
-        None, ge=1, description="training tokens available (external runs; else measured)"
+        None, ge=1, le=MAX_TOKENS, description="training tokens available (external runs; else measured)"
     )
     lower: float = Field(0.0, ge=0, le=1, description="minimum weight")
     upper: float = Field(1.0, ge=0, le=1, description="maximum weight")
@@ -57,47 +80,51 @@ class DomainSpec(BaseModel):
         return self
 
 
-class FidelitySpec(BaseModel):
+class FidelitySpec(Strict):
     """A proxy setting. Worker runs name a ``preset``; external pipelines name their own fidelity + tokens."""
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
-    preset: str | None = Field(None, description="proxy model preset (xs, s, m) for worker runs")
+    preset: str | None = Field(
+        None, max_length=32, description="proxy model preset (xs, s, m) for worker runs"
+    )
     tokens: int | None = Field(
-        default=None, ge=1, description="training tokens per run (default: the preset's)"
+        default=None, ge=1, le=MAX_TOKENS, description="training tokens per run (default: the preset's)"
     )
     cost: float | None = Field(
-        default=None, gt=0, description="FLOPs per run (default: computed from the preset)"
+        default=None, gt=0, le=MAX_FLOPS, description="FLOPs per run (default: computed from the preset)"
     )
 
 
-class ClusterSpec(BaseModel):
+class ClusterSpec(Strict):
     """Cluster one unlabeled upload into domains before the search starts."""
 
     initial_k: int = Field(64, ge=2, le=512, description="k-means clusters before merging")
     merge_threshold: float = Field(0.75, ge=0, le=2, description="merge clusters closer than this (cosine)")
     min_cluster_frac: float = Field(0.02, ge=0, lt=0.5, description="dissolve clusters smaller than this")
-    max_documents: int = Field(20_000, ge=10)
+    max_documents: int = Field(20_000, ge=10, le=10_000_000)
 
 
-class ExperimentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExperimentCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     domains: list[DomainSpec] = Field(
-        default_factory=list, description="empty when clustering an unlabeled corpus"
+        default_factory=list,
+        max_length=MAX_DOMAINS,
+        description="empty when clustering an unlabeled corpus",
     )
     target: dict[str, float] | None = Field(None, description="eval domain → weight; default: uniform")
-    strategy: str = "regmix"
+    strategy: str = Field("regmix", max_length=64)
     strategy_params: dict[str, Any] = Field(default_factory=dict)
-    fidelities: list[FidelitySpec] = Field(default_factory=lambda: [FidelitySpec(preset="xs")])
+    fidelities: list[FidelitySpec] = Field(
+        default_factory=lambda: [FidelitySpec(preset="xs")], max_length=MAX_FIDELITIES
+    )
     budget: float = Field(16, gt=0, le=100_000, description="in target-fidelity-equivalent runs")
     parallelism: int = Field(4, ge=1, le=1024)
     max_epochs: float = Field(4.0, gt=0, le=1000)
     target_tokens: int | None = Field(
-        default=None, ge=1, description="your real training budget, for epoch caps"
+        default=None, ge=1, le=MAX_TOKENS, description="your real training budget, for epoch caps"
     )
     executor: Literal["worker", "external"] = "worker"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     cluster: ClusterSpec | None = None
 
     @model_validator(mode="after")
@@ -213,41 +240,56 @@ class RecommendationOut(BaseModel):
 
 class AskOut(BaseModel):
     run: RunOut
+    lease_token: str = Field(description="present it with tell, heartbeat and fail")
     lease_expires_at: datetime
 
 
-class ResultIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    losses: dict[str, float] = Field(description="per-domain validation loss")
-    cost: float | None = Field(default=None, gt=0, description="FLOPs spent (default: the fidelity's cost)")
-    wall_s: float | None = Field(default=None, ge=0)
+class ResultIn(Strict):
+    lease_token: str = Field(
+        min_length=1, max_length=64, description="the `lease_token` ask returned: a stale lease gets 409"
+    )
+    losses: dict[str, float] = Field(
+        max_length=MAX_DOMAINS, description=f"per-domain validation loss, in (0, {MAX_LOSS:g}]"
+    )
+    cost: float | None = Field(
+        default=None, gt=0, le=MAX_FLOPS, description="FLOPs spent (default: the fidelity's cost)"
+    )
+    wall_s: float | None = Field(default=None, ge=0, le=10**9)
 
     _finite = field_validator("losses")(check_losses)
 
 
-class FailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FailIn(Strict):
+    lease_token: str = Field(min_length=1, max_length=64, description="the `lease_token` ask returned")
     error: str = Field(min_length=1, max_length=10_000)
 
 
-class HeartbeatIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    progress: dict[str, Any] = Field(default_factory=dict)
+MAX_PROGRESS_BYTES = 64 * 1024
 
 
-class ImportedRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    weights: dict[str, float]
-    losses: dict[str, float]
-    fidelity: str | None = Field(None, description="default: the target fidelity")
-    cost: float | None = Field(default=None, gt=0)
+class HeartbeatIn(Strict):
+    lease_token: str = Field(min_length=1, max_length=64, description="the `lease_token` ask returned")
+    progress: dict[str, Any] = Field(
+        default_factory=dict, description=f"free-form, at most {MAX_PROGRESS_BYTES} bytes of JSON"
+    )
+
+    @field_validator("progress")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_json_size(v, MAX_PROGRESS_BYTES, "progress")  # type: ignore[no-any-return]
+
+
+class ImportedRun(Strict):
+    weights: dict[str, float] = Field(max_length=MAX_DOMAINS)
+    losses: dict[str, float] = Field(max_length=MAX_DOMAINS)
+    fidelity: str | None = Field(None, max_length=100, description="default: the target fidelity")
+    cost: float | None = Field(default=None, gt=0, le=MAX_FLOPS)
 
     _simplex = field_validator("weights")(check_simplex)
     _finite = field_validator("losses")(check_losses)
 
 
-class ImportIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ImportIn(Strict):
     runs: list[ImportedRun] = Field(min_length=1, max_length=100_000)
 
 
@@ -256,21 +298,24 @@ class ImportOut(BaseModel):
     run_ids: list[int]
 
 
-class OnlineSessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    strategy: str = "aioli"
+class OnlineSessionCreate(Strict):
+    strategy: str = Field("aioli", max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
-class OnlineUpdateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0)
-    losses: dict[str, float]
-    alignment: dict[str, float] | None = None
-    reference_losses: dict[str, float] | None = None
+class OnlineUpdateIn(Strict):
+    step: int = Field(ge=0, le=MAX_STEP)
+    losses: dict[str, float] = Field(max_length=MAX_DOMAINS)
+    alignment: dict[str, float] | None = Field(None, max_length=MAX_DOMAINS)
+    reference_losses: dict[str, float] | None = Field(None, max_length=MAX_DOMAINS)
 
     _finite = field_validator("losses")(check_losses)
+
+    @field_validator("reference_losses")
+    @classmethod
+    def _finite_reference(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return None if v is None else check_losses(v)
 
 
 class OnlineSessionOut(BaseModel):

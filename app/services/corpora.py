@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -16,9 +17,23 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.config import Settings
 from app.errors import InvalidInput, TooLarge
 
 FORMATS = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one upload may hold once decompressed (``Settings.max_corpus_bytes`` and friends)."""
+
+    corpus_bytes: int
+    line_bytes: int
+    document_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_corpus_bytes, settings.max_line_bytes, settings.max_document_bytes)
 
 
 @dataclass(frozen=True)
@@ -57,15 +72,28 @@ async def receive(chunks: AsyncIterator[bytes], dest: Path, limit: int) -> int:
     return size
 
 
-def _decoded_lines(raw: Path, gz: bool, limit: int) -> Iterator[tuple[int, str]]:
+def _decoded_lines(raw: Path, gz: bool, limits: Limits) -> Iterator[tuple[int, str]]:
+    """Lines, streamed and decompressed in bounded reads: a gzip bomb or a line with no end stops at its
+    limit (413 / 422) without ever being held in memory."""
     opener = gzip.open if gz else open
     try:
         with opener(raw, "rb") as fh:  # type: ignore[operator]
             total = 0
-            for lineno, line in enumerate(fh, 1):
+            for lineno in itertools.count(1):
+                line = fh.readline(limits.line_bytes + 1)
+                if not line:
+                    return
                 total += len(line)
-                if total > limit:
-                    raise TooLarge(f"decompressed corpus exceeds the limit of {limit} bytes")
+                if total > limits.corpus_bytes:
+                    raise TooLarge(
+                        f"the decompressed corpus exceeds {limits.corpus_bytes} bytes "
+                        "(MIXLAB_MAX_CORPUS_BYTES)"
+                    )
+                if len(line) > limits.line_bytes:
+                    raise InvalidInput(
+                        f"line {lineno} is longer than {limits.line_bytes} bytes (MIXLAB_MAX_LINE_BYTES)",
+                        code="line_too_long",
+                    )
                 try:
                     yield lineno, line.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -79,9 +107,9 @@ def _decoded_lines(raw: Path, gz: bool, limit: int) -> Iterator[tuple[int, str]]
         raise
 
 
-def documents(raw: Path, fmt: str, gz: bool, limit: int) -> Iterator[str]:
-    """The documents of an upload, validated as they stream by."""
-    lines = _decoded_lines(raw, gz, limit)
+def documents(raw: Path, fmt: str, gz: bool, limits: Limits) -> Iterator[str]:
+    """The documents of an upload, validated as they stream by; linear time in the upload's size."""
+    lines = _decoded_lines(raw, gz, limits)
     if fmt == ".jsonl":
         for lineno, line in lines:
             if not line.strip():
@@ -96,17 +124,25 @@ def documents(raw: Path, fmt: str, gz: bool, limit: int) -> Iterator[str]:
                 yield obj["text"]
         return
     block: list[str] = []
-    for _, line in lines:
+    size = 0
+    for lineno, line in lines:
         if line.strip():
             block.append(line)
+            size += len(line)
+            if size > limits.document_bytes:
+                raise InvalidInput(
+                    f"the document ending at line {lineno} is longer than {limits.document_bytes} bytes "
+                    "(MIXLAB_MAX_DOCUMENT_BYTES); separate documents with a blank line",
+                    code="document_too_long",
+                )
         elif block:
             yield "".join(block).strip()
-            block = []
+            block, size = [], 0
     if block:
         yield "".join(block).strip()
 
 
-def store_upload(raw: Path, filename: str, storage_dir: Path, limit: int) -> StoredCorpus:
+def store_upload(raw: Path, filename: str, storage_dir: Path, limits: Limits) -> StoredCorpus:
     """Validate ``raw`` and move its canonical JSONL into the content-addressed store."""
     fmt, gz = corpus_format(filename)
     corpora = storage_dir / "corpora"
@@ -117,7 +153,7 @@ def store_upload(raw: Path, filename: str, storage_dir: Path, limit: int) -> Sto
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            for doc in documents(raw, fmt, gz, limit * 20):
+            for doc in documents(raw, fmt, gz, limits):
                 line = (json.dumps({"text": doc}, ensure_ascii=False) + "\n").encode()
                 digest.update(line)
                 out.write(line)

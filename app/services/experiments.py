@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from app.core.config import get_settings
 from app.core.security import hash_key
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import ApiKey, Domain, Experiment, FidelityInfo, Run, utcnow
+from app.models import ApiKey, Domain, Experiment, FidelityInfo, Run, utcnow, valid_id
 from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
 from app.services.corpora import StoredCorpus
 from app.services.planning import new_jobs, request_plan
@@ -94,7 +94,7 @@ def get_experiment(
     *, session: Session, project_id: int, experiment_id: int, lock: bool = False
 ) -> Experiment:
     q = select(Experiment).where(Experiment.id == experiment_id, Experiment.project_id == project_id)
-    experiment = _one_experiment(session, q, lock)
+    experiment = _one_experiment(session, q, lock) if valid_id(experiment_id) else None
     if experiment is None:
         raise NotFound(f"experiment {experiment_id} not found in this project", code="experiment_not_found")
     return experiment
@@ -108,7 +108,7 @@ def experiment_for_key(*, session: Session, key: str, experiment_id: int, lock: 
         .join(ApiKey, ApiKey.project_id == Experiment.project_id)
         .where(Experiment.id == experiment_id, ApiKey.key_hash == hash_key(key))
     )
-    experiment = _one_experiment(session, q, lock)
+    experiment = _one_experiment(session, q, lock) if valid_id(experiment_id) else None
     if experiment is None:
         project = project_for_key(session=session, key=key)  # raises Unauthorized for a bad key
         return get_experiment(session=session, project_id=project.id, experiment_id=experiment_id)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
-from app.models import Experiment, OnlineSession, utcnow
+from app.models import Experiment, OnlineSession, utcnow, valid_id
 from app.schemas import OnlineSessionCreate, OnlineSessionOut, OnlineUpdateIn, unknown
 from app.services.planning import build_space
 from strategies import StrategyError
@@ -51,7 +51,7 @@ def get_session(
     q = select(OnlineSession).where(
         OnlineSession.id == session_id, OnlineSession.experiment_id == experiment.id
     )
-    row = session.scalar(q.with_for_update() if lock else q)
+    row = session.scalar(q.with_for_update() if lock else q) if valid_id(session_id) else None
     if row is None:
         raise NotFound(
             f"online session {session_id} not found in experiment {experiment.id}", code="session_not_found"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.core.config import get_settings
 from app.core.db import is_postgres
 from app.errors import Conflict, InvalidInput, NotFound, NotReady
-from app.models import Experiment, Run, utcnow
+from app.models import Experiment, Run, utcnow, valid_id
 from app.schemas import ImportedRun, RunOut, unknown
 from app.services.planning import request_plan
 from app.status import FINISHED, Executor, ExperimentStatus, RunOrigin, RunStatus
@@ -33,7 +33,8 @@ def run_out(experiment: Experiment, run: Run) -> RunOut:
 
 
 def get_run(*, session: Session, experiment: Experiment, run_id: int) -> Run:
-    run = session.scalar(select(Run).where(Run.id == run_id, Run.experiment_id == experiment.id))
+    q = select(Run).where(Run.id == run_id, Run.experiment_id == experiment.id)
+    run = session.scalar(q) if valid_id(run_id) else None
     if run is None:
         raise NotFound(f"run {run_id} not found in experiment {experiment.id}", code="run_not_found")
     return run
@@ -129,6 +130,8 @@ def complete(
     if missing:
         raise InvalidInput(f"losses lack target domains {missing}", code="missing_losses")
     target_loss = sum(w * losses[d] for d, w in experiment.target.items())
+    if not valid_id(run_id):
+        return None
     cond = [Run.id == run_id, Run.experiment_id == experiment.id, Run.status == RunStatus.RUNNING]
     if token is not None:
         cond.append(Run.claim_token == token)
@@ -330,9 +333,12 @@ def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None
     ).one_or_none()
 
 
-def extend_lease(*, session: Session, run: Run, progress: dict[str, Any]) -> Run:
-    if run.status != RunStatus.RUNNING:
-        raise Conflict(f"run {run.id} is {run.status}; only running runs take heartbeats", code="bad_status")
+def extend_lease(
+    *, session: Session, experiment: Experiment, run_id: int, token: str, progress: dict[str, Any]
+) -> Run:
+    """A lessee's heartbeat: record progress and push the lease's end back."""
+    run = get_run(session=session, experiment=experiment, run_id=run_id)
+    check_lease(run, token)
     now = utcnow()
     run.heartbeat_at = now
     run.progress = progress
@@ -340,6 +346,22 @@ def extend_lease(*, session: Session, run: Run, progress: dict[str, Any]) -> Run
         run.lease_expires_at = now + timedelta(seconds=get_settings().lease_s)
     session.flush()
     return run
+
+
+def check_lease(run: Run, token: str) -> None:
+    """409 unless ``token`` is the lease ask handed out for the run's current attempt.
+
+    ``lease_lost``: the lease ran out and the run went back to the queue or to another lessee, whose
+    result is the one that counts. ``bad_status``: this lease did finish (told or failed) already.
+    """
+    if run.claim_token != token:
+        raise Conflict(
+            f"run {run.id}: this lease is no longer valid (it expired and the run was handed out again); "
+            "drop this result and ask for a new run",
+            code="lease_lost",
+        )
+    if run.status != RunStatus.RUNNING:
+        raise Conflict(f"run {run.id} is {run.status}; only a running run takes this", code="bad_status")
 
 
 def import_runs(*, session: Session, experiment: Experiment, runs: list[ImportedRun]) -> list[int]:

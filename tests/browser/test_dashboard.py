@@ -92,8 +92,10 @@ def test_runs_table_refreshes_while_running(live: LiveServer, watch: PageWatch) 
     assert page.is_visible("#live")
     before = page.inner_text("#runs-done")
     with live.api() as api:
-        run = api.post(f"{exp['base']}/ask", params={"wait": 30}).json()["run"]
-        api.post(f"{exp['base']}/runs/{run['id']}/result", json={"losses": fake_losses(run["weights"])})
+        asked = api.post(f"{exp['base']}/ask", params={"wait": 30}).json()
+        run = asked["run"]
+        body = {"lease_token": asked["lease_token"], "losses": fake_losses(run["weights"])}
+        api.post(f"{exp['base']}/runs/{run['id']}/result", json=body)
     page.wait_for_selector(f"#runs tbody tr[data-href$='/runs/{run['id']}']", timeout=15_000)
     page.wait_for_function(f"document.getElementById('runs-done').textContent !== {json.dumps(before)}")
     page.wait_for_function(  # the history chart was redrawn with the new run in it

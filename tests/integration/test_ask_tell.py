@@ -23,11 +23,10 @@ def test_ask_tell_until_budget_then_final_recommendation(api, auth) -> None:  # 
         if resp.status_code == 409:
             assert error_code(resp) == "budget_spent"
             break
-        trial = resp.json()["run"]
+        trial, token = resp.json()["run"], resp.json()["lease_token"]
         assert abs(sum(trial["weights"].values()) - 1) < 1e-9 and trial["fidelity"] == "big"
-        out = api.post(
-            f"{base}/runs/{trial['id']}/result", json={"losses": fake_losses(trial["weights"])}, headers=auth
-        )
+        body = {"lease_token": token, "losses": fake_losses(trial["weights"])}
+        out = api.post(f"{base}/runs/{trial['id']}/result", json=body, headers=auth)
         assert out.status_code == 200 and out.json()["status"] == "succeeded"
         told += 1
     assert told == 5
@@ -44,10 +43,11 @@ def test_admire_spends_on_both_fidelities_and_learns_the_cheap_runs_offset(api, 
     base = _start(api, auth, strategy="admire", budget=6, parallelism=2)
     asked = []
     while (resp := api.post(f"{base}/ask", params={"wait": 30}, headers=auth)).status_code != 409:
-        trial = resp.json()["run"]
+        trial, token = resp.json()["run"], resp.json()["lease_token"]
         shift = 0.3 if trial["fidelity"] == "small" else 0.0
         losses = {d: v + shift for d, v in fake_losses(trial["weights"]).items()}
-        assert api.post(f"{base}/runs/{trial['id']}/result", json={"losses": losses}, headers=auth).is_success
+        body = {"lease_token": token, "losses": losses}
+        assert api.post(f"{base}/runs/{trial['id']}/result", json=body, headers=auth).is_success
         asked.append(trial["fidelity"])
     assert error_code(resp) == "budget_spent"
     assert len(asked) > 8 and {"small", "big"} == set(asked)  # past the 8-run first design, both sizes
@@ -68,47 +68,93 @@ def test_parallel_asks_get_distinct_runs_and_wait_when_all_taken(api, auth) -> N
 
 def test_bad_results_are_rejected_and_nothing_changes(api, auth) -> None:  # type: ignore[no-untyped-def]
     base = _start(api, auth)
-    run = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]
+    asked = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    run, token = asked["run"], asked["lease_token"]
     url = f"{base}/runs/{run['id']}/result"
     cases = [
         ({"losses": {"web": 2.0, "code": 2.0, "books": 1.0}}, 422, "unknown_domain"),
         ({"losses": {"web": 2.0}}, 422, "missing_losses"),
         ({"losses": {"web": "NaN", "code": 2.0}}, 422, "invalid_input"),
         ({"losses": {"web": 2.0, "code": 2.0}, "extra": 1}, 422, "invalid_input"),
+        ({"losses": {"web": 2.0, "code": 1e308}}, 422, "invalid_input"),
+        ({"losses": {"web": 2.0, "code": 0.0}}, 422, "invalid_input"),
+        ({"losses": {"web": 2.0, "code": -1.0}}, 422, "invalid_input"),
     ]
     for body, status, code in cases:
-        resp = api.post(url, json=body, headers=auth)
+        resp = api.post(url, json={"lease_token": token, **body}, headers=auth)
         assert (resp.status_code, error_code(resp)) == (status, code), resp.text
+    no_token = api.post(url, json={"losses": {"web": 2.0, "code": 2.5}}, headers=auth)
+    assert no_token.status_code == 422 and "lease_token" in no_token.json()["error"]["message"]
     assert api.get(f"{base}/runs/{run['id']}", headers=auth).json()["status"] == "running"
-    ok = api.post(url, json={"losses": {"web": 2.0, "code": 2.5}}, headers=auth)
+    ok = api.post(url, json={"lease_token": token, "losses": {"web": 2.0, "code": 2.5}}, headers=auth)
     assert ok.status_code == 200
-    again = api.post(url, json={"losses": {"web": 2.0, "code": 2.5}}, headers=auth)
+    again = api.post(url, json={"lease_token": token, "losses": {"web": 2.0, "code": 2.5}}, headers=auth)
     assert again.status_code == 409 and error_code(again) == "bad_status"
 
 
-def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
+def _expire_and_reap(run_id: int) -> None:
     from app.core.db import session_scope
     from app.models import Run, utcnow
     from app.services.runs import reap
 
-    base = _start(api, auth)
-    run_id = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
-    beat = api.post(f"{base}/runs/{run_id}/heartbeat", json={"progress": {"step": 10}}, headers=auth).json()
-    assert beat["progress"] == {"step": 10}
-    with session_scope() as session:  # the pipeline crashed: its lease ran out long ago
+    with session_scope() as session:  # the pipeline stalled: its lease ran out long ago
         session.get(Run, run_id).lease_expires_at = utcnow() - timedelta(seconds=1)
     with session_scope() as session:
         reap(session=session)
+
+
+def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth)
+    asked = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    run_id, token = asked["run"]["id"], asked["lease_token"]
+    beat = api.post(
+        f"{base}/runs/{run_id}/heartbeat", json={"lease_token": token, "progress": {"step": 10}}, headers=auth
+    ).json()
+    assert beat["progress"] == {"step": 10}
+    _expire_and_reap(run_id)
     run = api.get(f"{base}/runs/{run_id}", headers=auth).json()
     assert run["status"] == "queued" and run["error"].startswith("lost")
-    again = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]
-    assert again["id"] == run_id and again["attempts"] == 2
+    again = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    assert again["run"]["id"] == run_id and again["run"]["attempts"] == 2
+    assert again["lease_token"] != token
+
+
+def test_a_stale_lease_is_fenced_off_and_the_new_lessee_wins(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
+    base = _start(api, auth)
+    first = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    run_id = first["run"]["id"]
+    _expire_and_reap(run_id)
+    second = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    assert second["run"]["id"] == run_id
+    url = f"{base}/runs/{run_id}"
+    losses = fake_losses(first["run"]["weights"])
+    for path, body in [
+        ("heartbeat", {"progress": {"step": 1}}),
+        ("fail", {"error": "stale"}),
+        ("result", {"losses": losses}),
+    ]:
+        stale = api.post(f"{url}/{path}", json={"lease_token": first["lease_token"], **body}, headers=auth)
+        assert stale.status_code == 409 and error_code(stale) == "lease_lost", (path, stale.text)
+    assert api.get(url, headers=auth).json()["status"] == "running"  # the stale calls changed nothing
+    told = api.post(
+        f"{url}/result", json={"lease_token": second["lease_token"], "losses": losses}, headers=auth
+    )
+    assert told.status_code == 200 and told.json()["status"] == "succeeded"
+    late = api.post(
+        f"{url}/result", json={"lease_token": first["lease_token"], "losses": losses}, headers=auth
+    )
+    assert late.status_code == 409 and error_code(late) == "lease_lost"
 
 
 def test_failed_run_can_be_retried(api, auth) -> None:  # type: ignore[no-untyped-def]
     base = _start(api, auth)
-    run_id = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
-    failed = api.post(f"{base}/runs/{run_id}/fail", json={"error": "CUDA OOM"}, headers=auth).json()
+    asked = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    run_id = asked["run"]["id"]
+    failed = api.post(
+        f"{base}/runs/{run_id}/fail",
+        json={"lease_token": asked["lease_token"], "error": "CUDA OOM"},
+        headers=auth,
+    ).json()
     assert failed["status"] == "failed" and failed["error"] == "CUDA OOM"
     retried = api.post(f"{base}/runs/{run_id}/retry", headers=auth).json()
     assert retried["status"] == "queued" and retried["error"] is None

@@ -45,8 +45,11 @@ def populate(
     imported = client.post(f"{base}/runs/import", json={"runs": runs}, headers=auth)
     assert imported.status_code == 201, imported.text
     assert client.post(f"{base}/start", headers=auth).status_code == 200  # imports first: ids in order
-    failed = client.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()["run"]["id"]
-    client.post(f"{base}/runs/{failed}/fail", json={"error": OOM}, headers=auth)
+    leased = client.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    failed = leased["run"]["id"]
+    client.post(
+        f"{base}/runs/{failed}/fail", json={"lease_token": leased["lease_token"], "error": OOM}, headers=auth
+    )
     told = None
     while True:
         asked = client.post(f"{base}/ask", params={"wait": 30}, headers=auth)
@@ -56,7 +59,11 @@ def populate(
         told = told or run["id"]
         client.post(
             f"{base}/runs/{run['id']}/result",
-            json={"losses": fake_losses(run["weights"]), "wall_s": 12.5},
+            json={
+                "lease_token": asked.json()["lease_token"],
+                "losses": fake_losses(run["weights"]),
+                "wall_s": 12.5,
+            },
             headers=auth,
         )
         if not finish:

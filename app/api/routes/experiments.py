@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, ProjectDep, SessionDep, SettingsDep
-from app.errors import NotFound
+from app.errors import NotFound, UnsupportedMediaType
 from app.models import Experiment, Recommendation
 from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, Page, RecommendationOut
 from app.services import corpora
@@ -20,6 +20,7 @@ from app.services.recommendations import latest_recommendation, list_recommendat
 from app.status import ExperimentStatus
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
+STREAMED = 2**62  # corpus uploads stream to disk under MIXLAB_MAX_UPLOAD_BYTES, not the JSON body limit
 
 
 def _out(session: SessionDep, experiment: Experiment) -> ExperimentOut:
@@ -49,6 +50,7 @@ def get(experiment: ExperimentDep, session: SessionDep) -> ExperimentOut:
 @router.put(
     "/{experiment_id}/domains/{domain}/corpus",
     response_model=DomainOut,
+    max_body_size=STREAMED,
     summary="Upload a domain's corpus as the raw request body (.txt, .jsonl, optionally .gz)",
 )
 async def upload_corpus(
@@ -68,6 +70,7 @@ async def upload_corpus(
 @router.put(
     "/{experiment_id}/corpus",
     response_model=ExperimentOut,
+    max_body_size=STREAMED,
     summary="Upload the unlabeled corpus of a clustering experiment (raw body, like a domain corpus)",
 )
 async def upload_unlabeled(
@@ -84,7 +87,16 @@ async def upload_unlabeled(
 
 
 async def _receive(request: Request, filename: str, settings: SettingsDep) -> corpora.StoredCorpus:
-    """Stream the body to a temp file, then validate and store it (nothing is kept if it is rejected)."""
+    """Stream the body to a temp file, then validate and store it (nothing is kept if it is rejected).
+
+    The file is the raw body; a multipart form or a urlencoded one is refused (415) rather than stored
+    with its boundaries and headers as corpus text."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise UnsupportedMediaType(
+            f"send the file as the raw request body (e.g. curl --data-binary @{filename}, "
+            f"Content-Type: application/octet-stream), not as {content_type.split(';')[0]}"
+        )
     corpora.corpus_format(filename)
     tmp_dir = settings.storage_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +104,7 @@ async def _receive(request: Request, filename: str, settings: SettingsDep) -> co
         raw = Path(tmp) / "upload"
         await corpora.receive(request.stream(), raw, settings.max_upload_bytes)
         return await run_in_threadpool(
-            corpora.store_upload, raw, filename, settings.storage_dir, settings.max_upload_bytes
+            corpora.store_upload, raw, filename, settings.storage_dir, corpora.Limits.of(settings)
         )
 
 

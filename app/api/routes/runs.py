@@ -6,12 +6,14 @@ planner (``workers/planner.py``); ask leases a run the planner already proposed.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
 from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, SessionDep
 from app.errors import Conflict
+from app.models import Experiment
 from app.schemas import AskOut, FailIn, HeartbeatIn, ImportIn, ImportOut, Page, ResultIn, RunOut
 from app.services import runs as service
 from app.services.dispatch import dispatcher
@@ -57,52 +59,77 @@ def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunO
 )
 def ask(experiment: ExperimentDep, session: SessionDep, wait: Wait = 0.0) -> AskOut:
     run = service.ask(session=session, experiment=experiment, wait_s=wait)
-    assert run.lease_expires_at is not None
-    return AskOut(run=service.run_out(experiment, run), lease_expires_at=run.lease_expires_at)
+    assert run.lease_expires_at is not None and run.claim_token is not None
+    return AskOut(
+        run=service.run_out(experiment, run),
+        lease_token=run.claim_token,
+        lease_expires_at=run.lease_expires_at,
+    )
+
+
+LEASED: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "`lease_lost` (the lease expired and the run was handed out again: drop the result), "
+        "`bad_status` (already told or failed) or `bad_origin` (a worker's run)"
+    }
+}
 
 
 @router.post(
-    "/runs/{run_id}/result", response_model=RunOut, summary="Report a leased run's per-domain losses"
+    "/runs/{run_id}/result",
+    response_model=RunOut,
+    responses=LEASED,
+    summary="Report a leased run's per-domain losses",
 )
 def tell(experiment: ExperimentDep, run_id: int, body: ResultIn, session: SessionDep) -> RunOut:
     saved = service.complete(
         session=session,
         experiment=experiment,
         run_id=run_id,
-        token=None,
+        token=body.lease_token,
         losses=body.losses,
         cost=body.cost,
         wall_s=body.wall_s,
         origin=RunOrigin.EXTERNAL,
     )
-    if saved is None:  # say why: unknown run, a worker's run, or not leased
-        run = service.get_run(session=session, experiment=experiment, run_id=run_id)
-        if run.origin != RunOrigin.EXTERNAL:
-            raise Conflict(
-                f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin"
-            )
-        raise Conflict(
-            f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
-        )
+    if saved is None:  # say why: unknown run, a worker's run, a lost lease, or told already
+        _refuse(session, experiment, run_id, body.lease_token)
     session.commit()  # the result is stored before anything plans on it
     if saved.nudge:
         dispatcher().plan(experiment.id)
     return service.run_out(experiment, saved.run)
 
 
+def _refuse(session: Session, experiment: Experiment, run_id: int, token: str) -> NoReturn:
+    run = service.get_run(session=session, experiment=experiment, run_id=run_id)
+    if run.origin != RunOrigin.EXTERNAL:
+        raise Conflict(f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin")
+    service.check_lease(run, token)
+    raise Conflict(
+        f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
+    )
+
+
 @router.post(
-    "/runs/{run_id}/heartbeat", response_model=RunOut, summary="Extend a leased run and record progress"
+    "/runs/{run_id}/heartbeat",
+    response_model=RunOut,
+    responses=LEASED,
+    summary="Extend a leased run and record progress",
 )
 def heartbeat(experiment: ExperimentDep, run_id: int, body: HeartbeatIn, session: SessionDep) -> RunOut:
-    run = service.get_run(session=session, experiment=experiment, run_id=run_id)
-    return service.run_out(experiment, service.extend_lease(session=session, run=run, progress=body.progress))
+    run = service.extend_lease(
+        session=session, experiment=experiment, run_id=run_id, token=body.lease_token, progress=body.progress
+    )
+    return service.run_out(experiment, run)
 
 
-@router.post("/runs/{run_id}/fail", response_model=RunOut, summary="Report that a leased run failed")
+@router.post(
+    "/runs/{run_id}/fail", response_model=RunOut, responses=LEASED, summary="Report that a leased run failed"
+)
 def fail(experiment: ExperimentDep, run_id: int, body: FailIn, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
-    if service.fail(session=session, run_id=run.id, token=None, error=body.error, retryable=False) is None:
-        raise Conflict(f"run {run_id} is {run.status}; only a running run can fail", code="bad_status")
+    service.check_lease(run, body.lease_token)
+    service.fail(session=session, run_id=run.id, token=body.lease_token, error=body.error, retryable=False)
     session.commit()
     dispatcher().plan(experiment.id)
     session.refresh(run)
