@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from app.api import openapi
 from app.api.hardening import Hardening
 from app.api.routes import experiments, health, insights, online, runs
 from app.core.config import get_settings
@@ -26,7 +27,6 @@ DB_RETRY_AFTER_S = 5
 HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
-    413: "payload_too_large",
     415: "unsupported_media_type",
 }
 
@@ -84,7 +84,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
-        max_body_size=settings.max_json_bytes,  # corpus uploads stream under their own limit
         lifespan=lifespan,
         title="mixlab",
         version="0.1.0",
@@ -106,8 +105,6 @@ def create_app() -> FastAPI:
         """Framework errors (unknown path, wrong method, body over the limit) in the API's error shape."""
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = f"{exc.detail}: {request.method} {request.url.path}"
-        if exc.status_code == 413:
-            message = f"the request body exceeds {settings.max_json_bytes} bytes (MIXLAB_MAX_JSON_BYTES)"
         return _error(exc.status_code, code, message, dict(exc.headers or {}))
 
     @app.exception_handler(DBAPIError)
@@ -134,4 +131,5 @@ def create_app() -> FastAPI:
     for module in (experiments, runs, online, insights):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
+    openapi.install(app, API_PREFIX)
     return app

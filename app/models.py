@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 
 from app.status import Executor, ExperimentStatus, RunOrigin, RunStatus
 
-MAX_ID = 2**63 - 1  # ids are int64 in the API; anything beyond names no row (404), and never reaches SQL
+MAX_ID = 2**31 - 1  # ids are 32-bit columns: a larger id names no row (404) and never reaches SQL
 
 
 def valid_id(row_id: int) -> bool:

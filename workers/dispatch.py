@@ -1,9 +1,24 @@
-"""The Celery dispatcher: one message per piece of work, sent after the rows are committed."""
+"""The Celery dispatcher: one message per piece of work, sent after the rows are committed.
+
+A message that cannot be sent (broker down) is logged and dropped, never raised: the rows are already
+committed, and the reaper (``mixlab beat``) finds queued runs, requested planning passes and unclaimed
+preparations in the database and sends them again once the broker is back.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from app.services.dispatch import Dispatcher
 from app.status import PlanJob
+
+log = logging.getLogger(__name__)
+BROKER_DOWN = (OperationalError, RedisConnectionError, OSError)
 
 
 class CeleryDispatcher(Dispatcher):
@@ -11,15 +26,22 @@ class CeleryDispatcher(Dispatcher):
         from workers.tasks import plan_experiment
 
         for job in PlanJob:
-            plan_experiment.apply_async((experiment_id, job.value))
+            _send(plan_experiment.apply_async, (experiment_id, job.value))
 
     def runs(self, run_ids: list[int]) -> None:
         from workers.tasks import train_proxy
 
         for run_id in run_ids:
-            train_proxy.apply_async((run_id,))
+            _send(train_proxy.apply_async, (run_id,))
 
     def prepare(self, experiment_id: int) -> None:
         from workers.tasks import prepare_experiment
 
-        prepare_experiment.apply_async((experiment_id,))
+        _send(prepare_experiment.apply_async, (experiment_id,))
+
+
+def _send(apply_async: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        apply_async(args, retry=False)
+    except BROKER_DOWN as e:
+        log.warning("broker unavailable, %s not sent (the reaper re-sends it): %s", args, e)

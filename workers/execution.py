@@ -24,6 +24,7 @@ from sqlalchemy import or_, update
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.models import Experiment, Run, utcnow
+from app.services import experiments as experiment_service
 from app.services import planning
 from app.services import runs as run_service
 from app.services.dispatch import dispatcher
@@ -234,7 +235,8 @@ def reap() -> None:
     """Periodic: re-send lost or stuck runs, restart stalled preparations, hand out planner jobs whose
     lease ran out (or whose nudge was lost with a broker restart)."""
     with session_scope() as session:
-        runs, preparing = run_service.reap(session=session)
+        runs = run_service.reap(session=session)
+        preparing = experiment_service.stalled_preparations(session=session)
         jobs = planning.due_jobs(session)
     dispatcher().runs(runs)
     for experiment_id in preparing:

@@ -5,6 +5,9 @@ limits. Pure ASGI middleware (no per-request task or body copy), so it costs mic
   'unsafe-inline' styles), no framing, nosniff, no referrer. The OpenAPI pages (/docs, /redoc) load
   Swagger UI and ReDoc from a CDN, so they get every header but the CSP.
 - OPTIONS on a known path answers 204 with the methods its routes take in ``Allow``.
+- Bodies over ``MIXLAB_MAX_JSON_BYTES`` get 413 ``payload_too_large``, by Content-Length before a byte
+  is read, or as soon as a chunked body passes the limit. Corpus uploads (paths ending in ``/corpus``)
+  stream to disk under their own ``MIXLAB_MAX_UPLOAD_BYTES`` instead.
 - Rate limit (``MIXLAB_RATE_LIMIT``, e.g. ``1200/minute``; empty turns it off): a moving window per API
   key (its SHA-256, never the key), per client address for requests without one. Over the limit: 429
   ``rate_limited`` with ``Retry-After``. Storage is ``MIXLAB_RATE_LIMIT_STORAGE``: ``memory://`` counts
@@ -16,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from typing import Any
 
 from limits import parse, storage, strategies
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import COOKIE
@@ -42,6 +45,7 @@ DOCS_PATHS = ("/docs", "/redoc")
 class Hardening:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.max_body = settings.max_json_bytes
         self.limit = parse(settings.rate_limit) if settings.rate_limit else None
         self.limiter = strategies.MovingWindowRateLimiter(
             storage.storage_from_string(settings.rate_limit_storage)
@@ -73,20 +77,63 @@ class Hardening:
                     send_with_headers, 429, "rate_limited", message, [(b"retry-after", str(retry).encode())]
                 )
                 return
-        await self.app(scope, receive, send_with_headers)
+        if path.endswith("/corpus"):
+            await self.app(scope, receive, send_with_headers)
+            return
+        await self._bounded(scope, receive, send_with_headers)
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        too_large = f"the request body exceeds {self.max_body} bytes (MIXLAB_MAX_JSON_BYTES)"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            await _json(send, 413, "payload_too_large", too_large)
+            return
+        received, started = 0, False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise _BodyTooLarge
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await _json(send, 413, "payload_too_large", too_large)
 
     async def _options(self, scope: Scope, send: Send) -> None:
-        methods: set[str] = set()
-        for route in scope["app"].routes:
-            match, _ = route.matches({**scope, "method": "GET"})
-            if match != Match.NONE:
-                methods |= set(getattr(route, "methods", None) or ())
+        methods = _documented_methods(scope["app"], scope["path"])
         if not methods:
             await _json(send, 404, "not_found", f"no route at {scope['path']}")
             return
-        allow = ", ".join(sorted(methods | {"OPTIONS"}))
+        allow = ", ".join(sorted({*methods, "OPTIONS"}))
         await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow.encode())]})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _documented_methods(app: Any, path: str) -> list[str]:
+    """The methods of the most specific documented path matching ``path``, as the OpenAPI document says
+    (``/runs/import`` is its own path, not ``/runs/{run_id}`` with run_id "import")."""
+    if not hasattr(app.state, "allow_table"):
+        table = []
+        for template, item in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((template.count("{"), re.compile(f"^{pattern}$"), [m.upper() for m in item]))
+        app.state.allow_table = sorted(table, key=lambda row: row[0])
+    return next((methods for _, regex, methods in app.state.allow_table if regex.match(path)), [])
+
+
+class _BodyTooLarge(Exception):
+    pass
 
 
 def _caller(scope: Scope) -> str:

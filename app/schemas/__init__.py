@@ -8,10 +8,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+from strategies import available_strategies
+from strategies.online import available_online_strategies
 
 WEIGHT_TOL = 1e-3  # published mixtures are rounded to 3 decimals; rows are renormalised after the check
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+TEXT_PATTERN = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+LEASE_PATTERN = r"^[0-9a-f]{32}$"
 # Bounds every number in the API carries, so nothing overflows a column or a computation (422, never 500).
 MAX_LOSS = 100.0  # nats per token; uniform over a 50k vocabulary is 10.8, a diverged run may be higher
 MAX_TOKENS = 10**15
@@ -55,9 +60,30 @@ def check_json_size(value: Any, limit: int, what: str) -> Any:
 
 
 class Strict(BaseModel):
-    """Request bodies: unknown fields and non-finite numbers are errors."""
+    """Request bodies: unknown fields, non-finite numbers and text fields no database column can store
+    (NUL, lone surrogates) are errors. Free-form JSON (params, progress) is stored as JSON, which can."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> Any:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, str) and ("\x00" in value or _has_surrogate(value)):
+                raise ValueError(
+                    f"{name}: {value[:40]!r} holds a NUL or an unpaired surrogate; send UTF-8 text"
+                )
+        return self
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def unknown(names: Iterable[str], known: Iterable[str]) -> list[str]:
@@ -85,7 +111,7 @@ class FidelitySpec(Strict):
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     preset: str | None = Field(
-        None, max_length=32, description="proxy model preset (xs, s, m) for worker runs"
+        None, max_length=32, pattern=TEXT_PATTERN, description="proxy model preset (xs, s, m) for worker runs"
     )
     tokens: int | None = Field(
         default=None, ge=1, le=MAX_TOKENS, description="training tokens per run (default: the preset's)"
@@ -105,14 +131,26 @@ class ClusterSpec(Strict):
 
 
 class ExperimentCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    # What JSON Schema can say of the cross-field rules below (clients and fuzzers read it).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["domains"], "properties": {"domains": {"minItems": 2}}},
+                {"required": ["cluster"], "properties": {"domains": {"maxItems": 0}}},
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
     domains: list[DomainSpec] = Field(
         default_factory=list,
         max_length=MAX_DOMAINS,
         description="empty when clustering an unlabeled corpus",
     )
     target: dict[str, float] | None = Field(None, description="eval domain → weight; default: uniform")
-    strategy: str = Field("regmix", max_length=64)
+    strategy: str = Field(
+        "regmix", max_length=64, json_schema_extra={"enum": list[JsonValue](available_strategies())}
+    )
     strategy_params: dict[str, Any] = Field(default_factory=dict)
     fidelities: list[FidelitySpec] = Field(
         default_factory=lambda: [FidelitySpec(preset="xs")], max_length=MAX_FIDELITIES
@@ -246,7 +284,7 @@ class AskOut(BaseModel):
 
 class ResultIn(Strict):
     lease_token: str = Field(
-        min_length=1, max_length=64, description="the `lease_token` ask returned: a stale lease gets 409"
+        pattern=LEASE_PATTERN, description="the `lease_token` ask returned: a stale lease gets 409"
     )
     losses: dict[str, float] = Field(
         max_length=MAX_DOMAINS, description=f"per-domain validation loss, in (0, {MAX_LOSS:g}]"
@@ -260,15 +298,15 @@ class ResultIn(Strict):
 
 
 class FailIn(Strict):
-    lease_token: str = Field(min_length=1, max_length=64, description="the `lease_token` ask returned")
-    error: str = Field(min_length=1, max_length=10_000)
+    lease_token: str = Field(pattern=LEASE_PATTERN, description="the `lease_token` ask returned")
+    error: str = Field(min_length=1, max_length=10_000, pattern=TEXT_PATTERN)
 
 
 MAX_PROGRESS_BYTES = 64 * 1024
 
 
 class HeartbeatIn(Strict):
-    lease_token: str = Field(min_length=1, max_length=64, description="the `lease_token` ask returned")
+    lease_token: str = Field(pattern=LEASE_PATTERN, description="the `lease_token` ask returned")
     progress: dict[str, Any] = Field(
         default_factory=dict, description=f"free-form, at most {MAX_PROGRESS_BYTES} bytes of JSON"
     )
@@ -282,7 +320,9 @@ class HeartbeatIn(Strict):
 class ImportedRun(Strict):
     weights: dict[str, float] = Field(max_length=MAX_DOMAINS)
     losses: dict[str, float] = Field(max_length=MAX_DOMAINS)
-    fidelity: str | None = Field(None, max_length=100, description="default: the target fidelity")
+    fidelity: str | None = Field(
+        None, max_length=100, pattern=TEXT_PATTERN, description="default: the target fidelity"
+    )
     cost: float | None = Field(default=None, gt=0, le=MAX_FLOPS)
 
     _simplex = field_validator("weights")(check_simplex)
@@ -299,7 +339,9 @@ class ImportOut(BaseModel):
 
 
 class OnlineSessionCreate(Strict):
-    strategy: str = Field("aioli", max_length=64)
+    strategy: str = Field(
+        "aioli", max_length=64, json_schema_extra={"enum": list[JsonValue](available_online_strategies())}
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0, le=MAX_SEED)
 

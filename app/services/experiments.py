@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
@@ -13,7 +14,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.models import ApiKey, Domain, Experiment, FidelityInfo, Run, utcnow, valid_id
 from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
 from app.services.corpora import StoredCorpus
-from app.services.planning import new_jobs, request_plan
+from app.services.planning import finish, new_jobs, request_plan
 from app.services.projects import project_for_key
 from app.status import FINISHED, LIVE_RUNS, Executor, ExperimentStatus, RunOrigin, RunStatus
 from strategies import StrategyError, available_strategies, get_strategy
@@ -256,6 +257,36 @@ def start_experiment(*, session: Session, experiment: Experiment) -> None:
     experiment.started_at = utcnow()
     experiment.heartbeat_at = None
     session.flush()
+
+
+def stalled_preparations(*, session: Session) -> list[int]:
+    """Preparations to send again, and those to give up on (failed with the reason).
+
+    Sent again: claimed by a worker that stopped heartbeating, or never claimed at all (the message was
+    lost, or the broker was down at start). Failed: still preparing ``prepare_timeout_s`` after start.
+    """
+    settings = get_settings()
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.stale_after_s)
+    overdue = now - timedelta(seconds=settings.prepare_timeout_s)
+    preparing = list(
+        session.scalars(select(Experiment).where(Experiment.status == ExperimentStatus.PREPARING))
+    )
+    resend = []
+    for experiment in preparing:
+        if experiment.started_at is not None and experiment.started_at < overdue:
+            finish(
+                session,
+                experiment,
+                ExperimentStatus.FAILED,
+                f"preparation did not finish within {settings.prepare_timeout_s:g} s "
+                "(MIXLAB_PREPARE_TIMEOUT_S): are workers running and is the broker reachable?",
+            )
+        elif (experiment.heartbeat_at or experiment.started_at or now) < stale:
+            experiment.heartbeat_at = None  # a cleared heartbeat makes the preparation claimable again
+            resend.append(experiment.id)
+    session.flush()
+    return resend
 
 
 def cancel_experiment(*, session: Session, experiment: Experiment) -> None:

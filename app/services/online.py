@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Experiment, OnlineSession, utcnow, valid_id
 from app.schemas import OnlineSessionCreate, OnlineSessionOut, OnlineUpdateIn, unknown
 from app.services.planning import build_space
@@ -28,6 +28,13 @@ def _strategy(name: str, params: dict[str, Any]) -> Any:
 
 def create_session(*, session: Session, experiment: Experiment, spec: OnlineSessionCreate) -> OnlineSession:
     strategy = _strategy(spec.strategy, spec.params)
+    missing = [d.name for d in experiment.domains if not d.tokens]
+    if missing:  # a state the experiment has not reached yet, not a bad request
+        raise Conflict(
+            f"token counts are not known yet for {missing}: start the experiment (its data is measured "
+            "while it prepares) or give `tokens` for every domain",
+            code="tokens_unknown",
+        )
     try:
         state = strategy.start(build_space(experiment), seed=spec.seed)
     except StrategyError as e:

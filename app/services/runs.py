@@ -209,12 +209,12 @@ def retry(*, session: Session, experiment: Experiment, run: Run) -> list[int]:
     return [run.id] if run.origin == RunOrigin.WORKER else []
 
 
-def reap(*, session: Session) -> tuple[list[int], list[int]]:
+def reap(*, session: Session) -> list[int]:
     """Re-queue (or fail) worker runs with no heartbeat and external runs whose lease expired.
 
-    Returns (runs to dispatch, experiments whose preparation must be restarted). A run that fails for
-    good requests planning itself (see ``fail``); planner jobs whose lease ran out are found by
-    ``planning.due_jobs``.
+    Returns the runs to dispatch. A run that fails for good requests planning itself (see ``fail``);
+    planner jobs whose lease ran out are found by ``planning.due_jobs``, stalled preparations by
+    ``experiments.stalled_preparations``.
     """
     settings = get_settings()
     now = utcnow()
@@ -255,15 +255,8 @@ def reap(*, session: Session) -> tuple[list[int], list[int]]:
             )
         )
     )
-    preparing = list(
-        session.scalars(
-            select(Experiment.id).where(Experiment.status == "preparing", Experiment.heartbeat_at < stale)
-        )
-    )
-    if preparing:  # a cleared heartbeat makes the preparation claimable again
-        session.execute(update(Experiment).where(Experiment.id.in_(preparing)).values(heartbeat_at=None))
     session.flush()
-    return sorted(set(requeued)), preparing
+    return sorted(set(requeued))
 
 
 def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run:

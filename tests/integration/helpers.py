@@ -42,6 +42,20 @@ def fake_losses(weights: dict[str, float]) -> dict[str, float]:
     return {d: 3.0 - 1.5 * w for d, w in weights.items()}
 
 
+def expire_and_reap(run_id: int) -> None:
+    """The lessee of ``run_id`` stalled: its lease ran out long ago, and the reaper re-queues the run."""
+    from datetime import timedelta
+
+    from app.core.db import session_scope
+    from app.models import Run, utcnow
+    from app.services.runs import reap
+
+    with session_scope() as session:
+        session.get(Run, run_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    with session_scope() as session:
+        reap(session=session)
+
+
 def error_code(resp: Any) -> str:
     return str(resp.json()["error"]["code"])
 

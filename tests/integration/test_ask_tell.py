@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
-from tests.integration.helpers import error_code, external_spec, fake_losses
+from tests.integration.helpers import error_code, expire_and_reap, external_spec, fake_losses
 
 
 def _start(api, auth, **over):  # type: ignore[no-untyped-def]
@@ -92,17 +90,6 @@ def test_bad_results_are_rejected_and_nothing_changes(api, auth) -> None:  # typ
     assert again.status_code == 409 and error_code(again) == "bad_status"
 
 
-def _expire_and_reap(run_id: int) -> None:
-    from app.core.db import session_scope
-    from app.models import Run, utcnow
-    from app.services.runs import reap
-
-    with session_scope() as session:  # the pipeline stalled: its lease ran out long ago
-        session.get(Run, run_id).lease_expires_at = utcnow() - timedelta(seconds=1)
-    with session_scope() as session:
-        reap(session=session)
-
-
 def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # type: ignore[no-untyped-def]
     base = _start(api, auth)
     asked = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
@@ -111,7 +98,7 @@ def test_expired_lease_returns_run_to_pool(api, auth, settings_env) -> None:  # 
         f"{base}/runs/{run_id}/heartbeat", json={"lease_token": token, "progress": {"step": 10}}, headers=auth
     ).json()
     assert beat["progress"] == {"step": 10}
-    _expire_and_reap(run_id)
+    expire_and_reap(run_id)
     run = api.get(f"{base}/runs/{run_id}", headers=auth).json()
     assert run["status"] == "queued" and run["error"].startswith("lost")
     again = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
@@ -123,7 +110,7 @@ def test_a_stale_lease_is_fenced_off_and_the_new_lessee_wins(api, auth, settings
     base = _start(api, auth)
     first = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
     run_id = first["run"]["id"]
-    _expire_and_reap(run_id)
+    expire_and_reap(run_id)
     second = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
     assert second["run"]["id"] == run_id
     url = f"{base}/runs/{run_id}"

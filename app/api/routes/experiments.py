@@ -20,7 +20,24 @@ from app.services.recommendations import latest_recommendation, list_recommendat
 from app.status import ExperimentStatus
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-STREAMED = 2**62  # corpus uploads stream to disk under MIXLAB_MAX_UPLOAD_BYTES, not the JSON body limit
+RAW_FILE = {
+    "requestBody": {
+        "required": True,
+        "description": "the file itself as the body: UTF-8 text (.txt documents separated by blank lines, or "
+        '.jsonl with a "text" field per line), optionally gzipped',
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+        },
+    }
+}
+Filename = Annotated[
+    str,
+    Query(
+        max_length=255,
+        pattern=r"\.([tT][xX][tT]|[jJ][sS][oO][nN][lL])(\.[gG][zZ])?$",
+        description="tells the format: x.txt, x.jsonl, x.txt.gz, x.jsonl.gz",
+    ),
+]
 
 
 def _out(session: SessionDep, experiment: Experiment) -> ExperimentOut:
@@ -50,8 +67,8 @@ def get(experiment: ExperimentDep, session: SessionDep) -> ExperimentOut:
 @router.put(
     "/{experiment_id}/domains/{domain}/corpus",
     response_model=DomainOut,
-    max_body_size=STREAMED,
     summary="Upload a domain's corpus as the raw request body (.txt, .jsonl, optionally .gz)",
+    openapi_extra=RAW_FILE,
 )
 async def upload_corpus(
     experiment: ExperimentDep,
@@ -59,7 +76,7 @@ async def upload_corpus(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    filename: Annotated[str, Query(description="tells the format: x.txt, x.jsonl, x.txt.gz, x.jsonl.gz")],
+    filename: Filename,
 ) -> DomainOut:
     target = service.upload_target(experiment=experiment, domain=domain)
     stored = await _receive(request, filename, settings)
@@ -70,15 +87,15 @@ async def upload_corpus(
 @router.put(
     "/{experiment_id}/corpus",
     response_model=ExperimentOut,
-    max_body_size=STREAMED,
     summary="Upload the unlabeled corpus of a clustering experiment (raw body, like a domain corpus)",
+    openapi_extra=RAW_FILE,
 )
 async def upload_unlabeled(
     experiment: ExperimentDep,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    filename: Annotated[str, Query(description="tells the format: x.txt, x.jsonl, x.txt.gz, x.jsonl.gz")],
+    filename: Filename,
 ) -> ExperimentOut:
     service.check_unlabeled_upload(experiment=experiment)
     stored = await _receive(request, filename, settings)

@@ -28,7 +28,7 @@ def runs(
     return service.runs_table(session=session, experiment=experiment, limit=limit)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail, summary="One run and its sampler trajectory")
+@router.get("/runs/{run_id:int}", response_model=RunDetail, summary="One run and its sampler trajectory")
 def run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunDetail:
     return service.run_detail(session=session, experiment=experiment, run_id=run_id)
 

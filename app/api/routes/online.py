@@ -28,14 +28,14 @@ def list_(experiment: ExperimentDep, session: SessionDep) -> list[OnlineSessionO
     ]
 
 
-@router.get("/{session_id}", response_model=OnlineSessionOut)
+@router.get("/{session_id:int}", response_model=OnlineSessionOut)
 def get(experiment: ExperimentDep, session_id: int, session: SessionDep) -> OnlineSessionOut:
     row = service.get_session(session=session, experiment=experiment, session_id=session_id)
     return service.session_out(experiment, row)
 
 
 @router.post(
-    "/{session_id}/update", response_model=OnlineSessionOut, summary="Report losses; get new weights"
+    "/{session_id:int}/update", response_model=OnlineSessionOut, summary="Report losses; get new weights"
 )
 def update(
     experiment: ExperimentDep, session_id: int, body: OnlineUpdateIn, session: SessionDep

@@ -46,7 +46,7 @@ def list_runs(
     )
 
 
-@router.get("/runs/{run_id}", response_model=RunOut)
+@router.get("/runs/{run_id:int}", response_model=RunOut)
 def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunOut:
     return service.run_out(experiment, service.get_run(session=session, experiment=experiment, run_id=run_id))
 
@@ -76,7 +76,7 @@ LEASED: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/runs/{run_id}/result",
+    "/runs/{run_id:int}/result",
     response_model=RunOut,
     responses=LEASED,
     summary="Report a leased run's per-domain losses",
@@ -111,7 +111,7 @@ def _refuse(session: Session, experiment: Experiment, run_id: int, token: str) -
 
 
 @router.post(
-    "/runs/{run_id}/heartbeat",
+    "/runs/{run_id:int}/heartbeat",
     response_model=RunOut,
     responses=LEASED,
     summary="Extend a leased run and record progress",
@@ -124,7 +124,10 @@ def heartbeat(experiment: ExperimentDep, run_id: int, body: HeartbeatIn, session
 
 
 @router.post(
-    "/runs/{run_id}/fail", response_model=RunOut, responses=LEASED, summary="Report that a leased run failed"
+    "/runs/{run_id:int}/fail",
+    response_model=RunOut,
+    responses=LEASED,
+    summary="Report that a leased run failed",
 )
 def fail(experiment: ExperimentDep, run_id: int, body: FailIn, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
@@ -136,7 +139,7 @@ def fail(experiment: ExperimentDep, run_id: int, body: FailIn, session: SessionD
     return service.run_out(experiment, run)
 
 
-@router.post("/runs/{run_id}/retry", response_model=RunOut, summary="Re-queue a failed or cancelled run")
+@router.post("/runs/{run_id:int}/retry", response_model=RunOut, summary="Re-queue a failed or cancelled run")
 def retry(experiment: LockedExperimentDep, run_id: int, session: SessionDep) -> RunOut:
     run = service.get_run(session=session, experiment=experiment, run_id=run_id)
     to_dispatch = service.retry(session=session, experiment=experiment, run=run)
