@@ -90,6 +90,11 @@ class Proc:
             raise RuntimeError(f"{self.log_path.name} exited early:\n{self.tail()}")
         return b" ready." in self.log_path.read_bytes()
 
+    def kill(self) -> None:
+        """SIGKILL the process group: a worker dies mid-task, as with an OOM kill or a lost machine."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
     def tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
 

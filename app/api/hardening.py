@@ -1,8 +1,10 @@
 """What every response gets, whatever the route: security headers, OPTIONS with ``Allow``, per-key rate
 limits. Pure ASGI middleware (no per-request task or body copy), so it costs microseconds on ask/tell.
 
-- Headers: CSP allowing only the dashboard's own scripts (its inline ``style=`` meters need
-  'unsafe-inline' styles), no framing, nosniff, no referrer. The OpenAPI pages (/docs, /redoc) load
+- Headers: CSP allowing only the dashboard's own script files: no inline script, no other origin
+  ('unsafe-eval' because Plotly's WebGL traces, the parallel-coordinates plot among them, compile
+  shaders with ``new Function``; inline ``style=`` meters need 'unsafe-inline' styles), no framing,
+  nosniff, no referrer. The OpenAPI pages (/docs, /redoc) load
   Swagger UI and ReDoc from a CDN, so they get every header but the CSP.
 - OPTIONS on a known path answers 204 with the methods its routes take in ``Allow``.
 - Bodies over ``MIXLAB_MAX_JSON_BYTES`` get 413 ``payload_too_large``, by Content-Length before a byte
@@ -30,7 +32,7 @@ from app.api.deps import COOKIE
 from app.core.config import Settings
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
 )
 SECURITY_HEADERS = [

@@ -51,7 +51,7 @@ BAD_UPLOADS = [
     (b'{"text": "ok"}\n{"text": broken\n', "x.jsonl", 422, "bad_jsonl"),
     (b'{"body": "no text field"}\n', "x.jsonl", 422, "bad_jsonl"),
     (b"not gzip at all", "x.txt.gz", 422, "bad_gzip"),
-    (b"hello", "x.pdf", 422, "bad_format"),
+    (b"hello", "x.pdf", 422, "invalid_input"),  # the filename query parameter names the format
 ]
 
 
