@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test lint test-fast bench serve worker clean
+.PHONY: install browser demo test lint test-fast bench bench-reliability serve worker clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast: install
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
+
+# Kills workers 20 times and restarts Redis and PostgreSQL twice each, on its own instances (minutes).
+bench-reliability: install
+	$(PY) bench/reliability.py
 
 serve: install
 	$(PY) -m app.cli serve

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from app.api import openapi
 from app.api.hardening import Hardening
-from app.api.routes import experiments, health, insights, online, runs
+from app.api.routes import experiments, health, insights, online, runs, strategies
 from app.core.config import get_settings
 from app.dashboard import routes as dashboard
 from app.errors import MixlabError, NotReady
@@ -128,7 +128,7 @@ def create_app() -> FastAPI:
 
     app.add_middleware(Hardening, settings=settings)
     app.include_router(health.router)
-    for module in (experiments, runs, online, insights):
+    for module in (experiments, runs, online, insights, strategies):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
     openapi.install(app, API_PREFIX)

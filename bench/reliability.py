@@ -376,7 +376,12 @@ def faults(
     killed: list[int] = []
     with httpx.Client(base_url=url, headers=auth, timeout=30) as api:
         for i in range(args.kills):
-            run_id = _wait(lambda: _training(api, worker_exp), 120, f"a run to be training (kill {i + 1})")
+            last = killed[-1] if killed else None  # spread the kills: wait for the next run to train
+            run_id = _wait(
+                lambda last=last: _training(api, worker_exp, not_id=last),
+                120,
+                f"a run training (kill {i + 1})",
+            )
             workers[-1].kill()
             killed.append(run_id)
             print(f"  kill {i + 1}/{args.kills}: worker killed while training run {run_id}", file=sys.stderr)
@@ -392,13 +397,12 @@ def faults(
     return killed
 
 
-def _training(api: httpx.Client, base: str) -> int | None:
+def _training(api: httpx.Client, base: str, not_id: int | None) -> int | None:
     resp = api.get(f"{base}/runs", params={"status": "running", "limit": 1})
     if resp.status_code != 200 or not resp.json()["items"]:
         return None
-    run = resp.json()["items"][0]
-    started = run.get("started_at")
-    return int(run["id"]) if started else None
+    run_id = int(resp.json()["items"][0]["id"])
+    return run_id if run_id != not_id else None
 
 
 def wait_finished(api: httpx.Client, bases: list[str], timeout: float) -> dict[str, str]:

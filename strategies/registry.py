@@ -33,15 +33,18 @@ class Registry(Generic[T]):
     def available(self) -> list[str]:
         return sorted({*self._builtin, *self._extra})
 
+    def factory(self, name: str) -> Callable[..., T]:
+        """The class (or function) that builds ``name``: its signature is the parameters' contract."""
+        if name in self._extra:
+            return self._extra[name]
+        if name in self._builtin:
+            module, attr = self._builtin[name].split(":")
+            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        raise StrategyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
+
     def get(self, name: str, **params: Any) -> T:
         """Build one by name; ``params`` go to its constructor (unknown ones are an error)."""
-        if name in self._extra:
-            factory = self._extra[name]
-        elif name in self._builtin:
-            module, attr = self._builtin[name].split(":")
-            factory = getattr(importlib.import_module(module), attr)
-        else:
-            raise StrategyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
+        factory = self.factory(name)
         try:
             return factory(**params)
         except TypeError as e:

@@ -360,6 +360,15 @@ class OnlineUpdateIn(Strict):
         return None if v is None else check_losses(v)
 
 
+class StrategyInfo(BaseModel):
+    name: str
+    kind: Literal["offline", "online"] = Field(
+        description="offline: propose/recommend over many runs (`strategy`); online: re-weights one run"
+    )
+    summary: str
+    parameters: dict[str, Any] = Field(description="JSON Schema of `strategy_params` (or online `params`)")
+
+
 class OnlineSessionOut(BaseModel):
     id: int
     experiment_id: int

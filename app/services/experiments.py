@@ -16,6 +16,7 @@ from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
 from app.services.corpora import StoredCorpus
 from app.services.planning import finish, new_jobs, request_plan
 from app.services.projects import project_for_key
+from app.services.strategies import check_params
 from app.status import FINISHED, LIVE_RUNS, Executor, ExperimentStatus, RunOrigin, RunStatus
 from strategies import StrategyError, available_strategies, get_strategy
 
@@ -56,8 +57,9 @@ def create_experiment(*, session: Session, project_id: int, spec: ExperimentCrea
             f"unknown strategy {spec.strategy!r}; available: {', '.join(available_strategies())}",
             code="unknown_strategy",
         )
+    check_params("offline", spec.strategy, spec.strategy_params, "strategy_params")
     try:
-        get_strategy(spec.strategy, **spec.strategy_params)
+        get_strategy(spec.strategy, **spec.strategy_params)  # the constructor's own range checks
     except StrategyError as e:
         raise InvalidInput(str(e), code="bad_strategy_params") from e
     if spec.executor == Executor.EXTERNAL and spec.cluster is not None:

@@ -15,11 +15,13 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Experiment, OnlineSession, utcnow, valid_id
 from app.schemas import OnlineSessionCreate, OnlineSessionOut, OnlineUpdateIn, unknown
 from app.services.planning import build_space
+from app.services.strategies import check_params
 from strategies import StrategyError
 from strategies.online import Signal, get_online_strategy
 
 
 def _strategy(name: str, params: dict[str, Any]) -> Any:
+    check_params("online", name, params, "params")
     try:
         return get_online_strategy(name, **params)
     except StrategyError as e:
