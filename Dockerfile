@@ -8,6 +8,7 @@ COPY workers workers
 COPY proxy_models proxy_models
 COPY strategies strategies
 COPY migrations migrations
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu .
+COPY clients clients
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ./clients/python .
 EXPOSE 8000
 CMD ["mixlab", "serve", "--host", "0.0.0.0"]

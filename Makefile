@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install browser demo test lint test-fast bench bench-reliability serve worker clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e clients/python -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +21,9 @@ demo: install
 	$(PY) -m app.cli demo
 
 lint: install
-	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench examples
+	$(PY) -m ruff check app workers proxy_models strategies migrations tests bench examples clients
 	$(PY) -m mypy
+	$(PY) -m mypy clients/python/mixlab_client
 	$(VENV)/bin/lint-imports
 
 test: install browser lint

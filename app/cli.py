@@ -122,7 +122,7 @@ def project_create(name: str) -> None:
 
 
 def _client(url: str, key: str) -> Any:
-    from app.client import Client
+    from mixlab_client import Client
 
     return Client(url, key)
 
@@ -187,7 +187,7 @@ def main() -> None:
     import httpx
     import sqlalchemy.exc
 
-    from app.client import ApiError
+    from mixlab_client import ApiError
     from app.errors import MixlabError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

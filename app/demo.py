@@ -46,7 +46,7 @@ def run_demo(budget: float, workdir: Path, tokens: int | None = None, parallelis
     os.environ["MIXLAB_STORAGE_DIR"] = str(workdir / "storage")
     os.environ["MIXLAB_EXECUTOR"] = "embedded"
 
-    from app.client import Client
+    from mixlab_client import Client
     from app.core.config import get_settings
     from app.core.db import session_scope
     from app.core.migrate import upgrade

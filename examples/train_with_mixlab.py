@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from app.client import ApiError, Client, mixture_sampler
+from mixlab_client import ApiError, Client, mixture_sampler
 from proxy_models.corpora import documents, take
 
 DOMAINS = ("sports", "politics", "code")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,23 @@ def expire_and_reap(run_id: int) -> None:
         session.get(Run, run_id).lease_expires_at = utcnow() - timedelta(seconds=1)
     with session_scope() as session:
         reap(session=session)
+
+
+def free_port() -> int:
+    """A port nothing listens on (closed again on return: connecting to it is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serving(url: str) -> bool:
+    """A `mixlab serve` at ``url`` answers its liveness probe."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def error_code(resp: Any) -> str:

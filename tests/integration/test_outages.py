@@ -5,7 +5,6 @@ Real connections to ports where nothing listens; no mocks."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import MixlabProcess, error_code, upload_corpora, wait_for
-
-
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again on return: connections are refused
+from tests.integration.helpers import MixlabProcess, error_code, free_port, serving, upload_corpora, wait_for
 
 
 def test_database_down_answers_503_with_retry_after(
@@ -30,7 +23,7 @@ def test_database_down_answers_503_with_retry_after(
     from app.core.config import get_settings
     from app.main import create_app
 
-    monkeypatch.setenv("MIXLAB_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{_dead_port()}/x")
+    monkeypatch.setenv("MIXLAB_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
     monkeypatch.setenv("MIXLAB_EXECUTOR", "celery")  # no embedded threads polling the dead database
     get_settings.cache_clear()
     with TestClient(create_app(), raise_server_exceptions=False) as api:
@@ -51,16 +44,16 @@ def test_broker_down_at_start_is_recovered_by_the_reaper(
     from app.models import Experiment
     from app.services.experiments import stalled_preparations
 
-    port = _dead_port()
+    port = free_port()
     env = {
         **settings_env,
         "MIXLAB_EXECUTOR": "celery",
-        "MIXLAB_BROKER_URL": f"redis://127.0.0.1:{_dead_port()}/0",
+        "MIXLAB_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
     }
     server = MixlabProcess(["serve", "--port", str(port), "--no-migrate"], env, tmp_path / "serve.log")
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url), "the server", logs=[tmp_path / "serve.log"])
+        wait_for(lambda: serving(url), "the server", logs=[tmp_path / "serve.log"])
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, timeout=30) as api:
             spec = {"name": "w", "domains": [{"name": "code"}, {"name": "sports"}]}
@@ -85,10 +78,3 @@ def test_broker_down_at_start_is_recovered_by_the_reaper(
         assert stalled_preparations(session=session) == []
         failed: Any = session.get(Experiment, exp["id"])
         assert failed.status == "failed" and "MIXLAB_PREPARE_TIMEOUT_S" in failed.error
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False

@@ -1,6 +1,6 @@
-"""Python SDK for a mixlab server: experiments, ask/tell, recommendations, online sessions.
+"""The HTTP client: experiments, ask/tell under leases, recommendations, online sessions.
 
-from app.client import Client
+from mixlab_client import Client
 mx = Client("http://127.0.0.1:8000", api_key="mlx_...")
 exp = mx.create_experiment(name="demo", domains=[{"name": "web", "tokens": 10**9}, ...], executor="external")
 exp.start()
@@ -262,33 +262,3 @@ def _decode(resp: httpx.Response) -> Any:
         raise error(resp.status_code, err["code"], err["message"])
     except (ValueError, KeyError, TypeError):
         raise ApiError(resp.status_code, "http_error", resp.text[:500]) from None
-
-
-def interleave_probabilities(weights: Mapping[str, float], order: Sequence[str]) -> list[float]:
-    """``probabilities=`` for ``datasets.interleave_datasets`` over datasets in ``order``."""
-    probs = [float(weights.get(name, 0.0)) for name in order]
-    total = sum(probs)
-    if total <= 0:
-        raise ValueError("the weights give no mass to any of these datasets")
-    return [p / total for p in probs]
-
-
-def mixture_sampler(
-    weights: Mapping[str, float], sizes: Mapping[str, int], num_samples: int, seed: int = 0
-) -> Any:
-    """A torch sampler over ``ConcatDataset`` (datasets in ``sizes`` order) drawing domains by weight."""
-    import torch
-    from torch.utils.data import WeightedRandomSampler
-
-    per_item = []
-    for name, size in sizes.items():
-        if size <= 0:
-            raise ValueError(f"dataset {name!r} is empty")
-        per_item.append(torch.full((size,), float(weights.get(name, 0.0)) / size, dtype=torch.double))
-    gen = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(
-        torch.cat(per_item),  # type: ignore[arg-type]  # torch annotates Sequence[float]; it takes a tensor
-        num_samples=num_samples,
-        replacement=True,
-        generator=gen,
-    )
