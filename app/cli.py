@@ -186,8 +186,8 @@ def main() -> None:
     """Entry point: known errors print one actionable line (exit 1) instead of a traceback."""
     import httpx
     import sqlalchemy.exc
-
     from mixlab_client import ApiError
+
     from app.errors import MixlabError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -47,6 +47,7 @@ def run_demo(budget: float, workdir: Path, tokens: int | None = None, parallelis
     os.environ["MIXLAB_EXECUTOR"] = "embedded"
 
     from mixlab_client import Client
+
     from app.core.config import get_settings
     from app.core.db import session_scope
     from app.core.migrate import upgrade

@@ -260,6 +260,9 @@ class RunOut(BaseModel):
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_after: int | None = Field(None, description="pass as `after` to get the next page")
+    next_offset: int | None = Field(
+        default=None, description="pass as `offset` for the next page (sorts other than id)"
+    )
 
 
 class RecommendationOut(BaseModel):

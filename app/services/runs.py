@@ -6,11 +6,14 @@ whose run was reclaimed (its ``claim_token`` changed) cannot overwrite the new a
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -40,16 +43,78 @@ def get_run(*, session: Session, experiment: Experiment, run_id: int) -> Run:
     return run
 
 
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs, in which order: the filters and sort of ``GET …/runs`` (and its CSV export)."""
+
+    status: str | None = None
+    fidelity: str | None = None
+    origin: str | None = None
+    sort: Literal["id", "target_loss", "finished_at"] = "id"
+    order: Literal["asc", "desc"] = "asc"
+
+
 def list_runs(
-    *, session: Session, experiment: Experiment, limit: int, after: int | None, status: str | None = None
+    *,
+    session: Session,
+    experiment: Experiment,
+    query: RunQuery,
+    limit: int | None,
+    after: int | None,
+    offset: int = 0,
 ) -> list[Run]:
-    """Keyset pagination by id: constant time per page however many runs there are."""
+    """By id: keyset pagination (``after``), constant time per page at any depth. By loss or finish
+    time: ``offset`` pages, ties broken by id; runs without the value (not finished) come last."""
     q = select(Run).where(Run.experiment_id == experiment.id)
-    if after is not None:
-        q = q.where(Run.id > after)
-    if status:
-        q = q.where(Run.status == status)
-    return list(session.scalars(q.order_by(Run.id).limit(limit)))
+    for column, value in (
+        (Run.status, query.status),
+        (Run.fidelity, query.fidelity),
+        (Run.origin, query.origin),
+    ):
+        if value:
+            q = q.where(column == value)
+    descending = query.order == "desc"
+    if query.sort == "id":
+        if after is not None:
+            q = q.where(Run.id < after if descending else Run.id > after)
+        q = q.order_by(Run.id.desc() if descending else Run.id)
+    else:
+        key = Run.target_loss if query.sort == "target_loss" else Run.finished_at
+        q = q.order_by(key.is_(None), key.desc() if descending else key, Run.id).offset(offset)
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q))
+
+
+def runs_csv(*, session: Session, experiment: Experiment, query: RunQuery) -> Iterator[str]:
+    """Every matching run as CSV, a row at a time: one weight and one loss column per domain."""
+    names = experiment.domain_names
+    head = ["id", "status", "origin", "fidelity", "seed", "attempts", "target_loss", "cost", "wall_s"]
+    dates = ["created_at", "started_at", "finished_at"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*head, *(f"weight_{n}" for n in names), *(f"loss_{n}" for n in names), *dates, "error"])
+    after: int | None = None
+    while True:  # keyset pages of 1000: memory stays flat however many runs there are
+        page_query = RunQuery(query.status, query.fidelity, query.origin)
+        rows = list_runs(session=session, experiment=experiment, query=page_query, limit=1000, after=after)
+        for run in rows:
+            losses = run.losses or {}
+            writer.writerow(
+                [
+                    *(getattr(run, c) for c in head),
+                    *run.weights,
+                    *(losses.get(n, "") for n in names),
+                    *(getattr(run, c).isoformat() if getattr(run, c) else "" for c in dates),
+                    run.error or "",
+                ]
+            )
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if len(rows) < 1000:
+            return
+        after = rows[-1].id
 
 
 def _ready(now: datetime) -> ColumnElement[bool]:

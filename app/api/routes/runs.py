@@ -6,9 +6,10 @@ planner (``workers/planner.py``); ask leases a run the planner already proposed.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, SessionDep
@@ -33,16 +34,40 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/runs", response_model=Page[RunOut], summary="List runs in creation order (keyset pagination)")
+@router.get(
+    "/runs",
+    response_model=Page[RunOut],
+    summary="List runs: filter, sort, page (keyset by id, offset by loss or finish time), or export CSV",
+    responses={200: {"content": {"text/csv": {}}, "description": "a page of runs, or all of them as CSV"}},
+)
 def list_runs(
-    experiment: ExperimentDep, session: SessionDep, page: PageDep, status: StatusFilter = None
-) -> Page[RunOut]:
+    experiment: ExperimentDep,
+    session: SessionDep,
+    page: PageDep,
+    status: StatusFilter = None,
+    fidelity: Annotated[str | None, Query(max_length=100, description="only runs at this fidelity")] = None,
+    origin: Annotated[RunOrigin | None, Query(description="worker, external or import")] = None,
+    sort: Annotated[Literal["id", "target_loss", "finished_at"], Query(description="sort key")] = "id",
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip (sort other than id)")] = 0,
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format", description="csv: every match")] = "json",
+) -> Any:
+    query = service.RunQuery(status=status, fidelity=fidelity, origin=origin, sort=sort, order=order)
+    if fmt == "csv":
+        filename = f"mixlab-experiment-{experiment.id}-runs.csv"
+        return StreamingResponse(
+            service.runs_csv(session=session, experiment=experiment, query=query),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
     rows = service.list_runs(
-        session=session, experiment=experiment, limit=page.limit, after=page.after, status=status
+        session=session, experiment=experiment, query=query, limit=page.limit, after=page.after, offset=offset
     )
+    full = len(rows) == page.limit
     return Page(
         items=[service.run_out(experiment, r) for r in rows],
-        next_after=rows[-1].id if len(rows) == page.limit else None,
+        next_after=rows[-1].id if full and sort == "id" else None,
+        next_offset=offset + len(rows) if full and sort != "id" else None,
     )
 
 
