@@ -120,6 +120,9 @@ class Experiment(Base):
     parallelism: Mapped[int] = mapped_column(Integer, default=4)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     cluster: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # clustering settings, if any
+    tags: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(nullable=True)  # hidden from lists, still readable
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -28,6 +28,7 @@ from app.services import experiments as experiment_service
 from app.services import planning
 from app.services import runs as run_service
 from app.services.dispatch import dispatcher
+from app.services.storage import checkpoint_path, prepared_dir
 from app.status import ExperimentStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -45,14 +46,6 @@ class RunAborted(Exception):
 class Outcome:
     status: str  # succeeded | queued (retry after retry_in_s) | failed | skipped
     retry_in_s: float | None = None
-
-
-def prepared_dir(experiment_id: int) -> Path:
-    return get_settings().storage_dir / "prepared" / f"experiment-{experiment_id}"
-
-
-def checkpoint_path(run_id: int) -> Path:
-    return get_settings().storage_dir / "checkpoints" / f"run-{run_id}.pt"
 
 
 def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:

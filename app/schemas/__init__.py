@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
@@ -233,6 +233,9 @@ class ExperimentOut(BaseModel):
     domains: list[DomainOut]
     run_counts: dict[str, int] = Field(default_factory=dict)
     best_loss: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    notes: str | None = None
+    archived_at: datetime | None = None
 
 
 class RunOut(BaseModel):
@@ -283,6 +286,28 @@ class AskOut(BaseModel):
     run: RunOut
     lease_token: str = Field(description="present it with tell, heartbeat and fail")
     lease_expires_at: datetime
+
+
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
+
+
+class ExperimentPatch(Strict):
+    """Rename, tag or annotate an experiment; fields left out are left as they are."""
+
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] | None = Field(
+        None, max_length=32, description="replaces the tags; letters, digits, '_', '.', ':', '-'"
+    )
+    notes: str | None = Field(None, max_length=10_000, pattern=TEXT_PATTERN)
+
+
+class CloneIn(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="default: the original's seed + 1")
+
+
+class ExtendIn(Strict):
+    budget: float = Field(gt=0, le=100_000, description="runs (target-fidelity equivalents) to add")
 
 
 class ResultIn(Strict):

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.core.config import get_settings
 from app.core.security import hash_key
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import ApiKey, Domain, Experiment, FidelityInfo, Run, utcnow, valid_id
-from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, FidelitySpec
+from app.models import (
+    ApiKey,
+    Domain,
+    Experiment,
+    FidelityInfo,
+    OnlineSession,
+    PlannerJob,
+    Recommendation,
+    Run,
+    utcnow,
+    valid_id,
+)
+from app.schemas import (
+    MAX_SEED,
+    CloneIn,
+    DomainOut,
+    ExperimentCreate,
+    ExperimentOut,
+    ExperimentPatch,
+    FidelitySpec,
+)
+from app.services import storage
 from app.services.corpora import StoredCorpus
 from app.services.planning import finish, new_jobs, request_plan
 from app.services.projects import project_for_key
@@ -124,12 +146,34 @@ def _one_experiment(session: Session, q: Select[Any], lock: bool) -> Experiment 
     return session.scalars(q.options(joinedload(Experiment.domains))).unique().one_or_none()
 
 
-def list_experiments(*, session: Session, project_id: int, limit: int, after: int | None) -> list[Experiment]:
+@dataclass(frozen=True)
+class ExperimentFilter:
+    status: str | None = None
+    tag: str | None = None
+    name: str | None = None  # a substring, any case
+    archived: bool = False  # False: hide archived experiments; True: only those
+
+
+def list_experiments(
+    *, session: Session, project_id: int, limit: int, after: int | None, where: ExperimentFilter | None = None
+) -> list[Experiment]:
+    where = where or ExperimentFilter()
     q = select(Experiment).where(Experiment.project_id == project_id)
+    q = q.where(Experiment.archived_at.is_not(None) if where.archived else Experiment.archived_at.is_(None))
+    if where.status:
+        q = q.where(Experiment.status == where.status)
+    if where.name:
+        q = q.where(func.lower(Experiment.name).contains(where.name.lower(), autoescape=True))
+    if where.tag:  # tags are few per experiment: filter the (small) page candidates in Python
+        return [e for e in _paged(session, q, None, after) if where.tag in e.tags][:limit]
+    return _paged(session, q, limit, after)
+
+
+def _paged(session: Session, q: Select[Any], limit: int | None, after: int | None) -> list[Experiment]:
     if after is not None:
         q = q.where(Experiment.id < after)
-    q = q.order_by(Experiment.id.desc()).limit(limit).options(selectinload(Experiment.domains))
-    return list(session.scalars(q))
+    q = q.order_by(Experiment.id.desc()).options(selectinload(Experiment.domains))
+    return list(session.scalars(q if limit is None else q.limit(limit)))
 
 
 def run_counts(*, session: Session, experiment_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -289,6 +333,91 @@ def stalled_preparations(*, session: Session) -> list[int]:
             resend.append(experiment.id)
     session.flush()
     return resend
+
+
+def update_experiment(*, experiment: Experiment, patch: ExperimentPatch) -> None:
+    for field in patch.model_fields_set:
+        setattr(experiment, field, getattr(patch, field))
+
+
+def set_archived(*, experiment: Experiment, archived: bool) -> None:
+    experiment.archived_at = utcnow() if archived else None
+
+
+def clone_experiment(*, session: Session, experiment: Experiment, spec: CloneIn) -> Experiment:
+    """A new draft with the same inputs (domains with their uploaded corpora, target, strategy,
+    fidelities, budget) and a new seed; its runs start from nothing."""
+    clone = Experiment(
+        project_id=experiment.project_id,
+        name=spec.name or f"{experiment.name} (clone)",
+        executor=experiment.executor,
+        strategy=experiment.strategy,
+        strategy_params=dict(experiment.strategy_params),
+        target=dict(experiment.target),
+        fidelities=list(experiment.fidelities),
+        max_epochs=experiment.max_epochs,
+        target_tokens=experiment.target_tokens,
+        budget=experiment.budget,
+        parallelism=experiment.parallelism,
+        seed=spec.seed if spec.seed is not None else min(experiment.seed + 1, MAX_SEED),
+        cluster=dict(experiment.cluster) if experiment.cluster else None,
+        tags=list(experiment.tags),
+        domains=[
+            Domain(
+                name=d.name,
+                position=d.position,
+                lower=d.lower,
+                upper=d.upper,
+                tokens=d.tokens if experiment.executor == Executor.EXTERNAL else None,
+                **{c: getattr(d, c) for c in ("path", "sha256", "bytes", "documents")},
+            )
+            for d in experiment.domains
+            if experiment.cluster is None  # a clustering experiment discovers its domains again
+        ],
+    )
+    session.add(clone)
+    session.flush()
+    session.add_all(new_jobs(clone))
+    session.flush()
+    return clone
+
+
+def extend_experiment(*, session: Session, experiment: Experiment, budget: float) -> None:
+    """More budget; a done experiment resumes (the planner proposes the next runs)."""
+    if experiment.status in (ExperimentStatus.FAILED, ExperimentStatus.CANCELLED):
+        raise Conflict(f"experiment is {experiment.status}; clone it to run it again", code="bad_status")
+    experiment.budget += budget
+    if experiment.status == ExperimentStatus.DONE:
+        experiment.status = ExperimentStatus.RUNNING
+        experiment.finished_at = None
+        request_plan(session, experiment.id)
+    session.flush()
+
+
+def delete_experiment(*, session: Session, experiment: Experiment, force: bool) -> list[Path]:
+    """Delete the experiment and its rows; returns its files, to remove once the delete is committed.
+
+    While a worker is training one of its runs this is a 409 unless ``force``: the run is cancelled,
+    and the worker finds out at its next heartbeat and stops."""
+    training = session.scalars(
+        select(Run.id).where(
+            Run.experiment_id == experiment.id,
+            Run.status == RunStatus.RUNNING,
+            Run.origin == RunOrigin.WORKER,
+        )
+    ).all()
+    if training and not force:
+        raise Conflict(
+            f"workers are training runs {list(training)}; cancel the experiment first, or pass ?force=true",
+            code="worker_owns_runs",
+        )
+    run_ids = list(session.scalars(select(Run.id).where(Run.experiment_id == experiment.id)))
+    files = storage.files_of(session, experiment, run_ids)
+    for table in (Run, Recommendation, OnlineSession, PlannerJob):
+        session.execute(delete(table).where(table.experiment_id == experiment.id))
+    session.delete(experiment)
+    session.flush()
+    return files
 
 
 def cancel_experiment(*, session: Session, experiment: Experiment) -> None:

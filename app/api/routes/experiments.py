@@ -6,14 +6,23 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, ProjectDep, SessionDep, SettingsDep
 from app.errors import NotFound, UnsupportedMediaType
 from app.models import Experiment, Recommendation
-from app.schemas import DomainOut, ExperimentCreate, ExperimentOut, Page, RecommendationOut
-from app.services import corpora
+from app.schemas import (
+    CloneIn,
+    DomainOut,
+    ExperimentCreate,
+    ExperimentOut,
+    ExperimentPatch,
+    ExtendIn,
+    Page,
+    RecommendationOut,
+)
+from app.services import corpora, storage
 from app.services import experiments as service
 from app.services.dispatch import dispatcher
 from app.services.recommendations import latest_recommendation, list_recommendations, recommendation_out
@@ -51,9 +60,18 @@ def create(spec: ExperimentCreate, session: SessionDep, project: ProjectDep) -> 
 
 
 @router.get("", response_model=Page[ExperimentOut], summary="List experiments, newest first")
-def list_(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[ExperimentOut]:
+def list_(
+    session: SessionDep,
+    project: ProjectDep,
+    page: PageDep,
+    status: Annotated[ExperimentStatus | None, Query(description="only experiments in this status")] = None,
+    tag: Annotated[str | None, Query(max_length=64, description="only experiments with this tag")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="names containing this, any case")] = None,
+    archived: Annotated[bool, Query(description="list the archived ones instead")] = False,
+) -> Page[ExperimentOut]:
+    where = service.ExperimentFilter(status=status, tag=tag, name=name, archived=archived)
     items = service.list_experiments(
-        session=session, project_id=project.id, limit=page.limit, after=page.after
+        session=session, project_id=project.id, limit=page.limit, after=page.after, where=where
     )
     next_after = items[-1].id if len(items) == page.limit else None
     return Page(items=service.to_out(session=session, experiments=items), next_after=next_after)
@@ -61,6 +79,66 @@ def list_(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[Exper
 
 @router.get("/{experiment_id}", response_model=ExperimentOut)
 def get(experiment: ExperimentDep, session: SessionDep) -> ExperimentOut:
+    return _out(session, experiment)
+
+
+@router.patch("/{experiment_id}", response_model=ExperimentOut, summary="Rename, tag or annotate")
+def patch(experiment: LockedExperimentDep, body: ExperimentPatch, session: SessionDep) -> ExperimentOut:
+    service.update_experiment(experiment=experiment, patch=body)
+    return _out(session, experiment)
+
+
+@router.post("/{experiment_id}/archive", response_model=ExperimentOut, summary="Hide from lists (kept)")
+def archive(experiment: LockedExperimentDep, session: SessionDep) -> ExperimentOut:
+    service.set_archived(experiment=experiment, archived=True)
+    return _out(session, experiment)
+
+
+@router.post("/{experiment_id}/unarchive", response_model=ExperimentOut, summary="Show in lists again")
+def unarchive(experiment: LockedExperimentDep, session: SessionDep) -> ExperimentOut:
+    service.set_archived(experiment=experiment, archived=False)
+    return _out(session, experiment)
+
+
+@router.delete(
+    "/{experiment_id}",
+    status_code=204,
+    summary="Delete the experiment, its runs and its files",
+    responses={
+        409: {"description": "`worker_owns_runs`: a worker is training one of its runs (?force=true)"}
+    },
+)
+def delete(
+    experiment: LockedExperimentDep,
+    session: SessionDep,
+    force: Annotated[bool, Query(description="cancel runs that workers are training, then delete")] = False,
+) -> Response:
+    files = service.delete_experiment(session=session, experiment=experiment, force=force)
+    session.commit()  # files go only once the rows are gone for good
+    storage.remove(files)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{experiment_id}/clone",
+    status_code=201,
+    response_model=ExperimentOut,
+    summary="A new draft with the same inputs and corpora, and a new seed",
+)
+def clone(experiment: ExperimentDep, session: SessionDep, body: CloneIn | None = None) -> ExperimentOut:
+    copy = service.clone_experiment(session=session, experiment=experiment, spec=body or CloneIn())
+    return _out(session, copy)
+
+
+@router.post(
+    "/{experiment_id}/extend",
+    response_model=ExperimentOut,
+    summary="Add budget; a done experiment resumes searching",
+)
+def extend(experiment: LockedExperimentDep, body: ExtendIn, session: SessionDep) -> ExperimentOut:
+    service.extend_experiment(session=session, experiment=experiment, budget=body.budget)
+    session.commit()
+    dispatcher().plan(experiment.id)
     return _out(session, experiment)
 
 
