@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -127,6 +128,38 @@ def _client(url: str, key: str) -> Any:
     return Client(url, key)
 
 
+class UsageError(Exception):
+    """A mistake in the command's input: one line, exit code 2, nothing created."""
+
+
+Json = Annotated[bool, typer.Option("--json", help="print JSON instead of a summary")]
+
+
+def _read_spec(spec: Path, corpus: list[str]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The spec and the corpora, checked before anything is created on the server."""
+    if not spec.is_file():
+        raise UsageError(f"{spec}: no such file")
+    try:
+        data = json.loads(spec.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{spec} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{spec} must hold a JSON object (the experiment's fields)")
+    names = [d.get("name") for d in data.get("domains", []) if isinstance(d, dict)]
+    files: dict[str, Path] = {}
+    for item in corpus:
+        domain, sep, path = item.partition("=")
+        if not sep or not domain or not path:
+            raise UsageError(f"--corpus {item!r}: write DOMAIN=PATH")
+        if domain not in names:
+            raise UsageError(f"--corpus {item!r}: {domain!r} is not a domain of the spec; domains: {names}")
+        file = Path(path)
+        if not file.is_file() or not os.access(file, os.R_OK):
+            raise UsageError(f"--corpus {item!r}: {path} is not a readable file")
+        files[domain] = file
+    return data, files
+
+
 @experiment_cli.command("create")
 def experiment_create(
     spec: Annotated[Path, typer.Argument(help="JSON file with the experiment (see /docs, ExperimentCreate)")],
@@ -134,29 +167,184 @@ def experiment_create(
     key: Key = "",
     corpus: Annotated[list[str], typer.Option(help="DOMAIN=PATH to upload; repeatable")] = [],  # noqa: B006
     start: Annotated[bool, typer.Option(help="start once the corpora are uploaded")] = False,
+    as_json: Json = False,
 ) -> None:
-    """Create an experiment from a JSON spec, upload corpora, optionally start it."""
-    exp = _client(url, key).create_experiment(**json.loads(spec.read_text()))
-    for item in corpus:
-        domain, _, path = item.partition("=")
-        exp.upload(domain, path)
-        typer.echo(f"uploaded {path} as {domain}")
+    """Create an experiment from a JSON spec, upload corpora, optionally start it.
+
+    Every input is checked first; if an upload fails, the draft is deleted again."""
+    data, files = _read_spec(spec, corpus)
+    exp = _client(url, key).create_experiment(**data)
+    try:
+        for domain, path in files.items():
+            exp.upload(domain, path)
+            if not as_json:
+                typer.echo(f"uploaded {path} as {domain}")
+    except BaseException:
+        exp.delete(force=True)
+        raise
     if start:
         exp.start()
-    typer.echo(f"experiment {exp.id}: {exp.status}")
+    _show(exp.refresh(), as_json)
 
 
-@experiment_cli.command("status")
-def experiment_status(experiment_id: int, url: Url = "http://127.0.0.1:8000", key: Key = "") -> None:
-    """Status, runs per state, budget spent and best loss."""
-    data = _client(url, key).experiment(experiment_id).data
+def _show(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    tags = f" [{', '.join(data['tags'])}]" if data.get("tags") else ""
     typer.echo(
-        f"experiment {data['id']} {data['name']!r}: {data['status']}, strategy {data['strategy']}, "
-        f"spent {data['spent']:.1f}/{data['budget']:.0f}, runs {data['run_counts']}, "
+        f"experiment {data['id']} {data['name']!r}{tags}: {data['status']}, strategy {data['strategy']}, "
+        f"spent {data['spent']:.1f}/{data['budget']:g}, runs {data['run_counts']}, "
         f"best loss {data['best_loss']}"
     )
-    if data["error"]:
+    if data.get("error"):
         typer.echo(f"error: {data['error']}")
+
+
+@experiment_cli.command("list")
+def experiment_list(
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    status: Annotated[str | None, typer.Option(help="only this status")] = None,
+    tag: Annotated[str | None, typer.Option(help="only with this tag")] = None,
+    name: Annotated[str | None, typer.Option(help="names containing this")] = None,
+    archived: Annotated[bool, typer.Option(help="the archived ones instead")] = False,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    as_json: Json = False,
+) -> None:
+    """Experiments, newest first."""
+    items = []
+    for exp in _client(url, key).experiments(status=status, tag=tag, name=name, archived=archived or None):
+        items.append(exp.data)
+        if len(items) >= limit:
+            break
+    if as_json:
+        typer.echo(json.dumps(items, indent=2, default=str))
+        return
+    for e in items:
+        typer.echo(
+            f"{e['id']:>6}  {e['status']:<10} {e['strategy']:<10} "
+            f"{e['spent']:>7.1f}/{e['budget']:<7g} {e['name']}"
+        )
+
+
+@experiment_cli.command("show")
+def experiment_show(
+    experiment_id: int, url: Url = "http://127.0.0.1:8000", key: Key = "", as_json: Json = False
+) -> None:
+    """Status, runs per state, budget spent and best loss."""
+    _show(_client(url, key).experiment(experiment_id).data, as_json)
+
+
+experiment_cli.command("status", hidden=True)(experiment_show)  # the older name
+
+
+@experiment_cli.command("start")
+def experiment_start(
+    experiment_id: int, url: Url = "http://127.0.0.1:8000", key: Key = "", as_json: Json = False
+) -> None:
+    """Start a draft: prepare its data, then search."""
+    _show(_client(url, key).experiment(experiment_id).start(), as_json)
+
+
+@experiment_cli.command("cancel")
+def experiment_cancel(
+    experiment_id: int, url: Url = "http://127.0.0.1:8000", key: Key = "", as_json: Json = False
+) -> None:
+    """Cancel it and its queued and running runs."""
+    _show(_client(url, key).experiment(experiment_id).cancel(), as_json)
+
+
+@experiment_cli.command("delete")
+def experiment_delete(
+    experiment_id: int,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    force: Annotated[bool, typer.Option(help="also while workers train its runs")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Delete it, its runs and its files."""
+    exp = _client(url, key).experiment(experiment_id)
+    if not yes:
+        typer.confirm(f"delete experiment {exp.id} {exp.data['name']!r} and its runs?", abort=True)
+    exp.delete(force=force)
+    typer.echo(f"deleted experiment {experiment_id}")
+
+
+@experiment_cli.command("runs")
+def experiment_runs(
+    experiment_id: int,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    status: Annotated[str | None, typer.Option(help="only this status")] = None,
+    fidelity: Annotated[str | None, typer.Option(help="only this fidelity")] = None,
+    csv: Annotated[
+        bool, typer.Option("--csv", help="every run as CSV (weights and losses per domain)")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """The runs: a table, JSON, or CSV."""
+    exp = _client(url, key).experiment(experiment_id)
+    if csv:
+        typer.echo(exp.runs_csv(status=status, fidelity=fidelity), nl=False)
+        return
+    runs = list(exp.runs(status=status, fidelity=fidelity))
+    if as_json:
+        typer.echo(json.dumps(runs, indent=2, default=str))
+        return
+    for r in runs:
+        loss = "" if r["target_loss"] is None else f"{r['target_loss']:.4f}"
+        weights = " ".join(f"{d}={w:.2f}" for d, w in r["weights"].items())
+        typer.echo(f"{r['id']:>7}  {r['status']:<10} {r['fidelity']:<10} {loss:>8}  {weights}")
+
+
+@experiment_cli.command("export")
+def experiment_export(
+    experiment_id: int,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    fmt: Annotated[str, typer.Option("--format", help="json, yaml or hf (a datasets snippet)")] = "json",
+) -> None:
+    """The recommended mixture as a file: JSON, YAML, or a ready-to-paste interleave_datasets snippet."""
+    if fmt not in ("json", "yaml", "hf"):
+        raise UsageError(f"--format {fmt!r}: use json, yaml or hf")
+    typer.echo(_client(url, key).experiment(experiment_id).export(fmt), nl=False)
+
+
+@experiment_cli.command("watch")
+def experiment_watch(
+    experiment_id: int,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    every: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+) -> None:
+    """Live progress: a bar per training run and the budget, until the experiment ends."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    exp = _client(url, key).experiment(experiment_id)
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns) as bars:
+        budget = bars.add_task("budget", total=exp.data["budget"])
+        tasks: dict[int, Any] = {}
+        while True:
+            data = exp.refresh()
+            bars.update(budget, completed=data["spent"], description=f"budget ({data['status']})")
+            live = {r["id"]: r for r in exp.runs(status="running")}
+            for run_id, run in live.items():
+                p = run["progress"] or {}
+                if run_id not in tasks:
+                    tasks[run_id] = bars.add_task(
+                        f"run {run_id} ({run['fidelity']})", total=p.get("total_steps")
+                    )
+                loss = f" loss {p['loss']:.3f}" if isinstance(p.get("loss"), float) else ""
+                bars.update(tasks[run_id], completed=p.get("step", 0), total=p.get("total_steps"),
+                            description=f"run {run_id} ({run['fidelity']}){loss}")  # fmt: skip
+            for run_id in [r for r in tasks if r not in live]:
+                bars.remove_task(tasks.pop(run_id))
+            if data["status"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(every)
+    _show(exp.data, as_json=False)
 
 
 @experiment_cli.command("recommendation")
@@ -183,7 +371,7 @@ _mount_regress()
 
 
 def main() -> None:
-    """Entry point: known errors print one actionable line (exit 1) instead of a traceback."""
+    """Entry point: expected errors print one actionable line (exit 2) instead of a traceback."""
     import httpx
     import sqlalchemy.exc
     from mixlab_client import ApiError
@@ -193,15 +381,15 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         cli()
-    except (ApiError, MixlabError) as e:
+    except (ApiError, MixlabError, UsageError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(2) from None
     except httpx.TransportError as e:
         typer.echo(f"error: cannot reach the server ({e}); is `mixlab serve` at MIXLAB_URL?", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(2) from None
     except sqlalchemy.exc.DBAPIError as e:
         typer.echo(f"error: database: {e.orig}; is it reachable, and did you run `mixlab migrate`?", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

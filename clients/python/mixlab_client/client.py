@@ -83,14 +83,23 @@ class Client:
             time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
+    def text(self, method: str, path: str, **kwargs: Any) -> str:
+        """A call whose answer is a file (CSV, YAML, …), not JSON; errors raise as ``request`` does."""
+        resp = self._http.request(method, path, **kwargs)
+        if not resp.is_success:
+            _decode(resp)
+        return resp.text
+
     def create_experiment(self, **spec: Any) -> Experiment:
         return Experiment(self, self.request("POST", "/experiments", json=spec))
 
     def experiment(self, experiment_id: int) -> Experiment:
         return Experiment(self, self.request("GET", f"/experiments/{experiment_id}"))
 
-    def experiments(self, page_size: int = 50) -> Iterator[Experiment]:
-        for item in self.paginate("/experiments", page_size=page_size):
+    def experiments(self, page_size: int = 50, **filters: Any) -> Iterator[Experiment]:
+        """Newest first; ``filters``: status, tag, name (a substring), archived (bool)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        for item in self.paginate("/experiments", page_size=page_size, **params):
             yield Experiment(self, item)
 
     def paginate(self, path: str, page_size: int = 100, **params: Any) -> Iterator[dict[str, Any]]:
@@ -142,8 +151,38 @@ class Experiment:
         self.data = self.client.request("POST", f"{self._path}/cancel")
         return self.data
 
-    def runs(self, status: str | None = None, page_size: int = 200) -> Iterator[dict[str, Any]]:
-        params = {"status": status} if status else {}
+    def delete(self, force: bool = False) -> None:
+        """Delete it with its runs and files; ``force`` also while workers train its runs."""
+        self.client.request("DELETE", self._path, params={"force": force})
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        """Change ``name``, ``tags`` or ``notes``."""
+        self.data = self.client.request("PATCH", self._path, json=fields)
+        return self.data
+
+    def clone(self, name: str | None = None, seed: int | None = None) -> Experiment:
+        body = {k: v for k, v in (("name", name), ("seed", seed)) if v is not None}
+        return Experiment(self.client, self.client.request("POST", f"{self._path}/clone", json=body))
+
+    def extend(self, budget: float) -> dict[str, Any]:
+        """Add budget; a done experiment resumes."""
+        self.data = self.client.request("POST", f"{self._path}/extend", json={"budget": budget})
+        return self.data
+
+    def export(self, fmt: str = "json") -> str:
+        """The recommended mixture as a file's text: ``json``, ``yaml`` or ``hf`` (a datasets snippet)."""
+        return self.client.text("GET", f"{self._path}/dashboard/export", params={"format": fmt})
+
+    def runs_csv(self, **filters: Any) -> str:
+        """Every run (``filters``: status, fidelity, origin) as CSV."""
+        params = {"format": "csv", **{k: v for k, v in filters.items() if v is not None}}
+        return self.client.text("GET", f"{self._path}/runs", params=params)
+
+    def runs(
+        self, status: str | None = None, page_size: int = 200, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Runs in creation order; ``filters``: fidelity, origin."""
+        params = {k: v for k, v in {"status": status, **filters}.items() if v is not None}
         return self.client.paginate(f"{self._path}/runs", page_size=page_size, **params)
 
     def ask(self, timeout: float | None = 600.0, wait_s: float = 20.0) -> Trial:
