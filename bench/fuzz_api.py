@@ -103,7 +103,7 @@ def fuzz(url: str, key: str, args: argparse.Namespace, workdir: Path) -> tuple[C
         "--workers",
         "2",
         "--request-timeout",
-        "30",
+        "75",  # ask may long-poll ?wait= up to 60 s
         "--no-color",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir).stdout
