@@ -113,10 +113,8 @@ def fuzz(url: str, key: str, args: argparse.Namespace, workdir: Path) -> tuple[C
     summary = out[out.rfind("Failures:") :] if "Failures:" in out else ""
     for code, n in re.findall(r"(ST\d+) [^:\n]*: (\d+)", summary.split("\n\n")[0]):
         counts[KINDS.get(code, "other")] += int(n)
-    if m := re.search(
-        r"^\s*🚫 ([^:\n]+): (\d+)", out[out.rfind("Errors:") :] if "Errors:" in out else "", re.M
-    ):
-        counts["errors"] += int(m.group(2))
+    errors = out[out.rfind("Errors:") :].split("\n\n")[0] if "Errors:" in out else ""
+    counts["errors"] = sum(int(n) for n in re.findall(r"^\s*🚫 [^:\n]+: (\d+)", errors, re.M))
     return counts, out
 
 
