@@ -41,7 +41,8 @@ def test_the_client_alone_on_python_3_9_drives_a_live_server(
     venv = tmp_path / "venv"
     subprocess.run([exe, "-m", "venv", str(venv)], env=env, check=True)
     py = str(venv / "bin" / "python")
-    install = subprocess.run([py, "-m", "pip", "install", "-q", str(CLIENT)], capture_output=True, text=True)
+    source = shutil.copytree(CLIENT, tmp_path / "mixlab-client")  # pip builds in the source tree
+    install = subprocess.run([py, "-m", "pip", "install", "-q", str(source)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-2000:]
     installed = subprocess.run(
         [py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
