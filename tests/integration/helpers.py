@@ -57,6 +57,14 @@ def expire_and_reap(run_id: int) -> None:
         reap(session=session)
 
 
+def run_bench(args: list[str], timeout: float) -> tuple[dict[str, float], str]:
+    """Run ``python bench/<args>``; its RESULT line's figures, and its stderr for failure messages."""
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    result = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    assert result.startswith("RESULT"), out.stderr[-4000:]
+    return {k: float(v) for k, v in (kv.split("=") for kv in result.split()[1:])}, out.stderr[-4000:]
+
+
 def free_port() -> int:
     """A port nothing listens on (closed again on return: connecting to it is refused)."""
     with socket.socket() as s:
