@@ -133,6 +133,13 @@ def processes(env: dict[str, str], sqlite: bool, port: int, log: Path) -> Iterat
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         out.close()
+        problems = [
+            ln
+            for ln in log.read_text(errors="replace").splitlines()
+            if " ERROR " in ln or "unavailable" in ln
+        ]
+        for line in problems[:20]:  # what any 5xx was: the server logs each one
+            print(f"  server log: {line[:400]}", file=sys.stderr)
 
 
 class Stats:

@@ -58,9 +58,17 @@ def request_plan(session: Session, experiment_id: int) -> bool:
     No nudge is needed while a planner holds a job's lease: this UPDATE row-locks the job until commit,
     so the planner's release comes after it, and the planner then claims again (``requested > done``)."""
     now = utcnow()
+    # Lock the job rows in one fixed order first: a plain multi-row UPDATE locks them in heap order,
+    # which row updates reshuffle, so two concurrent tells could each hold one row and deadlock.
+    ordered = (
+        select(PlannerJob.job)
+        .where(PlannerJob.experiment_id == experiment_id)
+        .order_by(PlannerJob.job)
+        .with_for_update()
+    )
     leases = session.execute(
         update(PlannerJob)
-        .where(PlannerJob.experiment_id == experiment_id)
+        .where(PlannerJob.experiment_id == experiment_id, PlannerJob.job.in_(ordered.scalar_subquery()))
         .values(requested=PlannerJob.requested + 1)
         .returning(PlannerJob.lease_until)
     ).scalars()
