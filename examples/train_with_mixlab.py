@@ -13,10 +13,10 @@ import argparse
 from collections.abc import Callable
 
 import torch
+from mixlab_client import ApiError, Client, mixture_sampler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mixlab_client import ApiError, Client, mixture_sampler
 from proxy_models.corpora import documents, take
 
 DOMAINS = ("sports", "politics", "code")
