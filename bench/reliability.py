@@ -64,16 +64,19 @@ def free_port() -> int:
 
 
 class Postgres:
-    """A throwaway cluster: initdb in ``root``, trust auth, listening on 127.0.0.1:``port``."""
+    """A throwaway cluster: initdb in a fresh temp dir, trust auth, listening on 127.0.0.1:``port``.
 
-    def __init__(self, root: Path, port: int) -> None:
+    The dir is made directly under the system temp dir, not the work dir: run as root, the cluster is
+    the ``postgres`` user's, and that user cannot enter private dirs such as pytest's ``tmp_path``."""
+
+    def __init__(self, port: int) -> None:
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         self.bin = Path(bins[-1]) if bins else Path(shutil.which("pg_ctl") or "pg_ctl").parent
-        self.data, self.port = root / "pgdata", port
-        root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="mixlab-reliability-pg-"))
+        self.data, self.port = self.root / "pgdata", port
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
         if self._as_postgres:
-            shutil.chown(root, "postgres")
+            shutil.chown(self.root, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
@@ -81,7 +84,9 @@ class Postgres:
         cmd = [str(self.bin / tool), *args]
         if self._as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, cwd="/tmp")
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.root)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} failed: {done.stderr[-2000:]}")
 
     def start(self) -> None:
         opts = f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -91,6 +96,9 @@ class Postgres:
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class Redis:
@@ -244,7 +252,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, int]:
-    pg = Postgres(work / "pg", free_port())
+    pg = Postgres(free_port())
     redis = Redis(free_port(), work / "redis.log")
     pg.start()
     redis.start()
@@ -314,8 +322,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, int]:
         redis.stop()
         try:
             pg.stop()
-        except subprocess.CalledProcessError:
+        except RuntimeError:
             pass
+        pg.remove()
 
 
 def make_worker_experiment(api: httpx.Client, work: Path, budget: int) -> str:

@@ -292,13 +292,13 @@ TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 
 
 class ExperimentPatch(Strict):
-    """Rename, tag or annotate an experiment; fields left out are left as they are."""
+    """Rename, tag or annotate an experiment; fields left out (or a null name or tags) stay as they are."""
 
     name: str | None = Field(None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
     tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] | None = Field(
         None, max_length=32, description="replaces the tags; letters, digits, '_', '.', ':', '-'"
     )
-    notes: str | None = Field(None, max_length=10_000, pattern=TEXT_PATTERN)
+    notes: str | None = Field(None, max_length=10_000, pattern=TEXT_PATTERN, description="null clears them")
 
 
 class CloneIn(Strict):

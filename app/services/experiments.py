@@ -337,7 +337,9 @@ def stalled_preparations(*, session: Session) -> list[int]:
 
 def update_experiment(*, experiment: Experiment, patch: ExperimentPatch) -> None:
     for field in patch.model_fields_set:
-        setattr(experiment, field, getattr(patch, field))
+        value = getattr(patch, field)
+        if value is not None or field == "notes":  # a name or tag list cannot be null: null means "keep"
+            setattr(experiment, field, value)
 
 
 def set_archived(*, experiment: Experiment, archived: bool) -> None:

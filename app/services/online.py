@@ -21,7 +21,7 @@ from strategies.online import Signal, get_online_strategy
 
 
 def _strategy(name: str, params: dict[str, Any]) -> Any:
-    check_params("online", name, params, "params")
+    check_params("online", name, params, "params", unknown_code="bad_strategy")
     try:
         return get_online_strategy(name, **params)
     except StrategyError as e:

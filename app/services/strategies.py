@@ -42,12 +42,14 @@ def describe_all() -> list[dict[str, Any]]:
     return out
 
 
-def check_params(kind: Kind, name: str, params: dict[str, Any], field: str) -> None:
+def check_params(
+    kind: Kind, name: str, params: dict[str, Any], field: str, unknown_code: str = "unknown_strategy"
+) -> None:
     """422 unless ``params`` are parameters of the strategy, of the right types."""
     try:
         model = _model(kind, name)
     except StrategyError as e:
-        raise InvalidInput(str(e), code="unknown_strategy") from e
+        raise InvalidInput(str(e), code=unknown_code) from e
     allowed = ", ".join(model.model_fields) or "none"
     try:
         model.model_validate(params)
