@@ -96,6 +96,8 @@ def test_list_start_runs_export_cancel_delete(mixlab: Any, tmp_path: Path) -> No
     _one_line_error(mixlab("export", str(exp["id"])), "no recommendation yet")
     _one_line_error(mixlab("export", str(exp["id"]), "--format", "xml"), "use json, yaml or hf")
     assert "cancelled" in mixlab("cancel", str(exp["id"])).stdout
+    watched = mixlab("watch", str(exp["id"]), "--every", "0.2")  # an ended experiment: one look, then done
+    assert watched.returncode == 0 and f"experiment {exp['id']} 'cli': cancelled" in watched.stdout
     deleted = mixlab("delete", str(exp["id"]), "--yes")
     assert deleted.returncode == 0 and f"deleted experiment {exp['id']}" in deleted.stdout
     assert json.loads(mixlab("list", "--json").stdout) == []
