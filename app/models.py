@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -189,6 +190,9 @@ class Run(Base):
     origin: Mapped[str] = mapped_column(String(16), default=RunOrigin.WORKER)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)
     planned_on: Mapped[int | None] = mapped_column(Integer, nullable=True)  # history size it was planned on
+    counts_budget: Mapped[bool] = mapped_column(
+        default=False, server_default=false()
+    )  # imported, but paid for
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -359,6 +359,10 @@ class ImportedRun(Strict):
 
 class ImportIn(Strict):
     runs: list[ImportedRun] = Field(min_length=1, max_length=100_000)
+    count_budget: bool = Field(
+        default=False,
+        description="charge these runs to the budget, as if the search had run them (default: free)",
+    )
 
 
 class ImportOut(BaseModel):

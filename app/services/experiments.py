@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.core.config import get_settings
@@ -199,7 +199,8 @@ def best_losses(*, session: Session, experiment_ids: list[int]) -> dict[int, flo
 
 
 def spent_budgets(*, session: Session, experiments: list[Experiment]) -> dict[int, float]:
-    """Budget used by live and finished runs (imported ones are free), in target-fidelity-equivalent runs.
+    """Budget used by live and finished runs (imported ones are free unless imported with
+    ``count_budget``), in target-fidelity-equivalent runs.
 
     One grouped query for all ``experiments``.
     """
@@ -210,7 +211,7 @@ def spent_budgets(*, session: Session, experiments: list[Experiment]) -> dict[in
         .where(
             Run.experiment_id.in_(by_id),
             Run.status.in_((*LIVE_RUNS, RunStatus.SUCCEEDED)),
-            Run.origin != RunOrigin.IMPORT,
+            or_(Run.origin != RunOrigin.IMPORT, Run.counts_budget),
         )
         .group_by(Run.experiment_id, Run.fidelity)
     )

@@ -422,8 +422,11 @@ def check_lease(run: Run, token: str) -> None:
         raise Conflict(f"run {run.id} is {run.status}; only a running run takes this", code="bad_status")
 
 
-def import_runs(*, session: Session, experiment: Experiment, runs: list[ImportedRun]) -> list[int]:
-    """Add runs trained elsewhere as succeeded observations (all or nothing)."""
+def import_runs(
+    *, session: Session, experiment: Experiment, runs: list[ImportedRun], count_budget: bool = False
+) -> list[int]:
+    """Add runs trained elsewhere as succeeded observations (all or nothing); ``count_budget`` charges
+    them to the budget like runs the search made."""
     names = experiment.domain_names
     rows = []
     for i, r in enumerate(runs):
@@ -445,6 +448,7 @@ def import_runs(*, session: Session, experiment: Experiment, runs: list[Imported
                 weights=[r.weights.get(n, 0.0) for n in names],
                 fidelity=fid,
                 origin=RunOrigin.IMPORT,
+                counts_budget=count_budget,
                 status=RunStatus.SUCCEEDED,
                 losses=r.losses,
                 target_loss=sum(w * r.losses[d] for d, w in experiment.target.items()),

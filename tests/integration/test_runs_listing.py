@@ -61,3 +61,15 @@ def test_csv_export_holds_every_matching_run(api: Any, auth: dict[str, str]) -> 
     weights = {d: float(first[f"weight_{d}"]) for d in ("web", "code", "law")}
     assert abs(sum(weights.values()) - 1) < 1e-9
     assert float(first["loss_web"]) == fake_losses({"web": weights["web"]})["web"]
+
+
+def test_imports_are_free_unless_they_count_towards_the_budget(api: Any, auth: dict[str, str]) -> None:
+    exp = api.post("/api/v1/experiments", json=external_spec(budget=10), headers=auth).json()
+    base = f"/api/v1/experiments/{exp['id']}"
+    w = {"web": 0.5, "code": 0.5}
+    run = {"weights": w, "losses": fake_losses(w), "fidelity": "big"}
+    api.post(f"{base}/runs/import", json={"runs": [run, run]}, headers=auth)
+    assert api.get(base, headers=auth).json()["spent"] == 0
+    charged = api.post(f"{base}/runs/import", json={"runs": [run, run], "count_budget": True}, headers=auth)
+    assert charged.status_code == 201
+    assert api.get(base, headers=auth).json()["spent"] == 2  # two target-fidelity runs

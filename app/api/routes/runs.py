@@ -181,7 +181,9 @@ def retry(experiment: LockedExperimentDep, run_id: int, session: SessionDep) -> 
     summary="Bulk-import runs trained elsewhere (a recommendation follows without an ask)",
 )
 def import_runs(experiment: ExperimentDep, body: ImportIn, session: SessionDep) -> ImportOut:
-    ids = service.import_runs(session=session, experiment=experiment, runs=body.runs)
+    ids = service.import_runs(
+        session=session, experiment=experiment, runs=body.runs, count_budget=body.count_budget
+    )
     session.commit()
     dispatcher().plan(experiment.id)
     return ImportOut(imported=len(ids), run_ids=ids)
