@@ -352,7 +352,7 @@ def clone_experiment(*, session: Session, experiment: Experiment, spec: CloneIn)
     fidelities, budget) and a new seed; its runs start from nothing."""
     clone = Experiment(
         project_id=experiment.project_id,
-        name=spec.name or f"{experiment.name} (clone)",
+        name=spec.name or f"{experiment.name[:192]} (clone)",  # within the 200 characters a name has
         executor=experiment.executor,
         strategy=experiment.strategy,
         strategy_params=dict(experiment.strategy_params),

@@ -176,6 +176,14 @@ case("a NUL in a name", "POST", EXP, INVALID, says="name", **spec(name="a\x00b")
 case("an unpaired surrogate in a name", "POST", EXP, INVALID, raw='{"name": "x\\udc80", "domains": []}')
 case("page cursor 2^70", "GET", "{base}/runs", INVALID, params={"after": 2**70})
 case("page size 10^6", "GET", "{base}/runs", INVALID, params={"limit": 10**6})
+case(
+    "a NUL in a runs filter (CSV)",
+    "GET",
+    "{base}/runs",
+    INVALID,
+    params={"fidelity": "a\x00", "format": "csv"},
+)
+case("a NUL in an experiments filter", "GET", EXP, INVALID, params={"name": "a\x00"})
 case("no key", "POST", EXP, (401, "unauthorized"), auth=None, **spec())
 case("a made-up key", "POST", EXP, (401, "unauthorized"), auth={"Authorization": "Bearer mlx_no"}, **spec())
 case("the dashboard cookie on a write", "POST", EXP, (403, "cookie_read_only"), auth="cookie", **spec())

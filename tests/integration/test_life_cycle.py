@@ -65,6 +65,9 @@ def test_extend_resumes_a_done_experiment_and_clone_starts_fresh(api: Any, auth:
     assert copy["target"] == exp["target"] and [d["name"] for d in copy["domains"]] == ["web", "code", "law"]
     assert copy["run_counts"] == {}
     assert api.post(f"{base}/extend", json={"budget": 0}, headers=auth).status_code == 422
+    api.patch(base, json={"name": "n" * 200}, headers=auth)  # the longest name: its clone's still fits
+    long_clone = api.post(f"{base}/clone", headers=auth)
+    assert long_clone.status_code == 201 and long_clone.json()["name"].endswith(" (clone)")
 
 
 def test_delete_removes_rows_and_files_but_not_shared_corpora(

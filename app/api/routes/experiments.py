@@ -13,6 +13,8 @@ from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, ProjectDep
 from app.errors import NotFound, UnsupportedMediaType
 from app.models import Experiment, Recommendation
 from app.schemas import (
+    TAG_PATTERN,
+    TEXT_PATTERN,
     CloneIn,
     DomainOut,
     ExperimentCreate,
@@ -65,8 +67,12 @@ def list_(
     project: ProjectDep,
     page: PageDep,
     status: Annotated[ExperimentStatus | None, Query(description="only experiments in this status")] = None,
-    tag: Annotated[str | None, Query(max_length=64, description="only experiments with this tag")] = None,
-    name: Annotated[str | None, Query(max_length=200, description="names containing this, any case")] = None,
+    tag: Annotated[
+        str | None, Query(max_length=64, pattern=TAG_PATTERN, description="only experiments with this tag")
+    ] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, pattern=TEXT_PATTERN, description="names containing this, any case")
+    ] = None,
     archived: Annotated[bool, Query(description="list the archived ones instead")] = False,
 ) -> Page[ExperimentOut]:
     where = service.ExperimentFilter(status=status, tag=tag, name=name, archived=archived)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, SessionDep
 from app.errors import Conflict
 from app.models import Experiment
-from app.schemas import AskOut, FailIn, HeartbeatIn, ImportIn, ImportOut, Page, ResultIn, RunOut
+from app.schemas import TEXT_PATTERN, AskOut, FailIn, HeartbeatIn, ImportIn, ImportOut, Page, ResultIn, RunOut
 from app.services import runs as service
 from app.services.dispatch import dispatcher
 from app.status import RunOrigin, RunStatus
@@ -45,7 +45,9 @@ def list_runs(
     session: SessionDep,
     page: PageDep,
     status: StatusFilter = None,
-    fidelity: Annotated[str | None, Query(max_length=100, description="only runs at this fidelity")] = None,
+    fidelity: Annotated[
+        str | None, Query(max_length=100, pattern=TEXT_PATTERN, description="only runs at this fidelity")
+    ] = None,
     origin: Annotated[RunOrigin | None, Query(description="worker, external or import")] = None,
     sort: Annotated[Literal["id", "target_loss", "finished_at"], Query(description="sort key")] = "id",
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
