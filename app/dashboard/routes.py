@@ -150,7 +150,11 @@ def experiment_page(
     return templates.TemplateResponse(
         request,
         "experiment.html",
-        {"project": project, "experiment": dashboard_data.summary(session, experiment)},
+        {
+            "project": project,
+            "experiment": dashboard_data.summary(session, experiment),
+            "inputs": experiment,  # what it was given: shown as entered, never changes while it runs
+        },
     )
 
 

@@ -49,6 +49,14 @@ def test_experiment_page_draws_every_chart_and_opens_a_run(live: LiveServer, wat
     assert "predicted loss" in page.text_content("#plot-mixture .gtitle")
     assert page.locator("#plot-weights .parcoords").count() == 1
     assert page.locator("#plot-heatmap .hm, #plot-heatmap canvas").count() >= 1
+    domains = page.locator("#inputs-domains tbody tr")  # the Inputs section: what it was given
+    assert domains.count() == 3 and domains.nth(0).inner_text().split("\t")[:3] == [
+        "web",
+        "0.500",
+        "1,000,000,000",
+    ]
+    assert page.locator("#inputs-fidelities tbody tr").count() == 2
+    assert '"n_search"' in page.inner_text("#inputs dl")
 
     rows = page.locator("#runs tbody tr")
     table = live.api().get(f"/api/v1/experiments/{exp['id']}/dashboard/runs").json()
