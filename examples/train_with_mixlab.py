@@ -96,7 +96,7 @@ def main(url: str, key: str, budget: int = 4, steps: int = 40, chars: int = 60_0
             strategy="random",
             domains=[{"name": d, "tokens": train_sets[d].numel()} for d in DOMAINS],
             target={"sports": 0.5, "politics": 0.5},
-            fidelities=[{"name": "byte-gru", "tokens": steps * BATCH * SEQ}],
+            fidelities=[{"name": "byte-gru", "tokens": steps * BATCH * SEQ, "cost": 1.0}],
             budget=budget,
             parallelism=1,
         )

@@ -44,7 +44,7 @@ from strategies import StrategyError, available_strategies, get_strategy
 
 
 def resolve_fidelities(specs: list[FidelitySpec], executor: str) -> list[FidelityInfo]:
-    """Fill in tokens and FLOP cost; worker runs need a known preset, external ones need tokens."""
+    """Fill in tokens and FLOP cost; worker runs need a known preset, external ones tokens and cost."""
     out = []
     for i, f in enumerate(specs):
         if executor == Executor.WORKER or f.preset:
@@ -63,7 +63,13 @@ def resolve_fidelities(specs: list[FidelitySpec], executor: str) -> list[Fidelit
                 raise InvalidInput(
                     f"fidelity {i}: external fidelities need a name and tokens", code="bad_fidelity"
                 )
-            out.append(FidelityInfo(name=f.name, tokens=f.tokens, cost=f.cost or float(f.tokens)))
+            if f.cost is None:  # no silent default: the budget and multi-fidelity search both weigh by it
+                raise InvalidInput(
+                    f"fidelity {i} ({f.name!r}): external fidelities need `cost`, the FLOPs of one run "
+                    "(about 6 × parameters × tokens), so runs of different sizes are charged fairly",
+                    code="missing_cost",
+                )
+            out.append(FidelityInfo(name=f.name, tokens=f.tokens, cost=f.cost))
     names = [f.name for f in out]
     if len(set(names)) != len(names):
         raise InvalidInput(f"fidelity names must be unique; got {names}", code="bad_fidelity")
