@@ -117,6 +117,8 @@ case("negative seed", "POST", EXP, INVALID, **spec(seed=-1))
 case("budget 1e12", "POST", EXP, INVALID, **spec(budget=1e12))
 case("budget Infinity", "POST", EXP, INVALID, raw=json.dumps({**external_spec(), "budget": INF}))
 case("parallelism 0", "POST", EXP, INVALID, **spec(parallelism=0))
+case("an external fidelity without cost", "POST", EXP, (422, "missing_cost"), says="cost",
+     **spec(fidelities=[{"name": "f", "tokens": 10**6}]))  # fmt: skip
 case(
     "domain tokens 2^70",
     "POST",
