@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = os.environ.get("MIXLAB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+from bench.scale_out import fresh_database  # noqa: E402
+
 REDIS_URL = os.environ.get("MIXLAB_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 DOMAINS = ("web", "code", "books", "papers", "law")
 TARGET = {"web": 0.4, "code": 0.3, "papers": 0.3}
@@ -71,21 +71,9 @@ def database(sqlite: bool, workdir: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    import psycopg
-
-    name = f"mixlab_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    try:
+    with fresh_database() as url:
         upgrade(url)
         yield url
-    finally:
-        from app.core.db import get_engine
-
-        get_engine(url).dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

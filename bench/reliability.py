@@ -49,15 +49,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.api_load import free_port  # noqa: E402
 from bench.scale_out import DOMAINS, Proc  # noqa: E402
 
 GRACE_S = 5.0  # after a dependency is back, connections in pools may still fail once
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------ own PostgreSQL, Redis

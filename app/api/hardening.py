@@ -72,8 +72,9 @@ class Hardening:
             await self._options(scope, send_with_headers)
             return
         if self.limit is not None and path.startswith("/api/"):
-            if not self.limiter.hit(self.limit, _caller(scope)):
-                reset, _ = self.limiter.get_window_stats(self.limit, _caller(scope))
+            caller = _caller(scope)
+            if not self.limiter.hit(self.limit, caller):
+                reset, _ = self.limiter.get_window_stats(self.limit, caller)
                 retry = max(1, math.ceil(reset - time.time()))
                 message = f"more than {self.limit} requests for this key; retry after {retry} s"
                 await _json(

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, String, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.core.config import get_settings
@@ -170,16 +170,12 @@ def list_experiments(
         q = q.where(Experiment.status == where.status)
     if where.name:
         q = q.where(func.lower(Experiment.name).contains(where.name.lower(), autoescape=True))
-    if where.tag:  # tags are few per experiment: filter the (small) page candidates in Python
-        return [e for e in _paged(session, q, None, after) if where.tag in e.tags][:limit]
-    return _paged(session, q, limit, after)
-
-
-def _paged(session: Session, q: Select[Any], limit: int | None, after: int | None) -> list[Experiment]:
+    if where.tag:  # in the stored JSON list: TAG_PATTERN leaves nothing to escape, so '"tag"' is exact
+        q = q.where(cast(Experiment.tags, String).contains(f'"{where.tag}"', autoescape=True))
     if after is not None:
         q = q.where(Experiment.id < after)
-    q = q.order_by(Experiment.id.desc()).options(selectinload(Experiment.domains))
-    return list(session.scalars(q if limit is None else q.limit(limit)))
+    q = q.order_by(Experiment.id.desc()).limit(limit).options(selectinload(Experiment.domains))
+    return list(session.scalars(q))
 
 
 def run_counts(*, session: Session, experiment_ids: list[int]) -> dict[int, dict[str, int]]:
