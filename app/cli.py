@@ -319,12 +319,17 @@ def experiment_watch(
     every: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
 ) -> None:
     """Live progress: a bar per training run and the budget, until the experiment ends."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     exp = _client(url, key).experiment(experiment_id)
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[eta]}"),
+    )
     with Progress(*columns) as bars:
-        budget = bars.add_task("budget", total=exp.data["budget"])
+        budget = bars.add_task("budget", total=exp.data["budget"], eta="")
         tasks: dict[int, Any] = {}
         while True:
             data = exp.refresh()
@@ -334,17 +339,22 @@ def experiment_watch(
                 p = run["progress"] or {}
                 if run_id not in tasks:
                     tasks[run_id] = bars.add_task(
-                        f"run {run_id} ({run['fidelity']})", total=p.get("total_steps")
+                        f"run {run_id} ({run['fidelity']})", total=p.get("total_steps"), eta=""
                     )
                 loss = f" loss {p['loss']:.3f}" if isinstance(p.get("loss"), float) else ""
+                eta = f"ETA {_seconds(run['eta_s'])}" if run.get("eta_s") is not None else ""
                 bars.update(tasks[run_id], completed=p.get("step", 0), total=p.get("total_steps"),
-                            description=f"run {run_id} ({run['fidelity']}){loss}")  # fmt: skip
+                            description=f"run {run_id} ({run['fidelity']}){loss}", eta=eta)  # fmt: skip
             for run_id in [r for r in tasks if r not in live]:
                 bars.remove_task(tasks.pop(run_id))
             if data["status"] in ("done", "failed", "cancelled"):
                 break
             time.sleep(every)
     _show(exp.data, as_json=False)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 @experiment_cli.command("recommendation")

@@ -200,6 +200,9 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Learning curve from heartbeats (app/services/curves.py bounds it): deferred, so listing runs and
+    # planning never load it.
+    curve: Mapped[list[Any]] = mapped_column(default=list, server_default="[]", deferred=True)
     losses: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     target_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # FLOPs

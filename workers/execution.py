@@ -24,6 +24,7 @@ from sqlalchemy import or_, update
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.models import Experiment, Run, utcnow
+from app.schemas import MAX_LOSS, CurvePoint
 from app.services import experiments as experiment_service
 from app.services import planning
 from app.services import runs as run_service
@@ -75,15 +76,21 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
         experiment_id = experiment.id
 
     last_beat = [0.0]
+    unsent: list[CurvePoint] = []  # curve points since the last heartbeat
 
     def on_progress(p: Any) -> None:
-        if time.monotonic() - last_beat[0] < 1.0:
+        if math.isfinite(p.loss) and p.loss > 0:  # a diverged step leaves a gap, not a failed run
+            unsent.append(CurvePoint(step=p.step, tokens=p.tokens, train_loss=min(float(p.loss), MAX_LOSS)))
+        if time.monotonic() - last_beat[0] < 1.0 and p.step < p.total_steps:
             return
         last_beat[0] = time.monotonic()
         progress = {"step": p.step, "total_steps": p.total_steps, "tokens": p.tokens, "loss": float(p.loss)}
         with session_scope() as s:
-            if not run_service.heartbeat(session=s, run_id=run_id, token=token, progress=progress):
+            if not run_service.heartbeat(
+                session=s, run_id=run_id, token=token, progress=progress, points=unsent
+            ):
                 raise RunAborted(f"run {run_id} was cancelled or reclaimed")
+        unsent.clear()
 
     try:
         if (synthetic_s := get_settings().synthetic_train_s) is not None:

@@ -7,9 +7,10 @@ the same endpoints as any client and a page never sees another project's data.
 from __future__ import annotations
 
 import importlib.util
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -21,6 +22,7 @@ from app.errors import NotFound, Unauthorized
 from app.models import Project
 from app.services import dashboard as dashboard_data
 from app.services import experiments as experiment_service
+from app.services import strategies as strategy_service
 from app.services.projects import project_for_key
 
 router = APIRouter(include_in_schema=False)
@@ -133,6 +135,36 @@ def experiments_page(request: Request, session: SessionDep, project: ProjectOrNo
         return _to_login(request)
     rows = dashboard_data.experiment_summaries(session=session, project_id=project.id)
     return templates.TemplateResponse(request, "experiments.html", {"project": project, "experiments": rows})
+
+
+@router.get(f"{UI}/strategies")
+def strategies_page(request: Request, project: ProjectOrNone) -> Response:
+    """The strategies and their parameters, from the same JSON Schemas as ``GET /api/v1/strategies``."""
+    if project is None:
+        return _to_login(request)
+    rows = [
+        {**s, "params": [_param(name, spec) for name, spec in s["parameters"].get("properties", {}).items()]}
+        for s in strategy_service.describe_all()
+    ]
+    return templates.TemplateResponse(request, "strategies.html", {"project": project, "strategies": rows})
+
+
+BOUNDS = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤", "exclusiveMaximum": "<"}
+
+
+def _param(name: str, spec: dict[str, Any]) -> dict[str, str]:
+    """A parameter's JSON Schema as one table row: type, default, allowed range and description."""
+    types = [s.get("type", "any") for s in spec.get("anyOf", [spec])]
+    bounds = [f"{op} {spec[k]}" for k, op in BOUNDS.items() if k in spec]
+    if "enum" in spec:
+        bounds.append("one of " + ", ".join(map(str, spec["enum"])))
+    return {
+        "name": name,
+        "type": " | ".join(types),
+        "default": json.dumps(spec["default"]) if "default" in spec else "required",
+        "range": ", ".join(bounds),
+        "description": spec.get("description", ""),
+    }
 
 
 @router.get(f"{UI}/experiments/{{experiment_id}}")

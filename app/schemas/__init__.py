@@ -258,6 +258,38 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     lease_expires_at: datetime | None
+    eta_s: float | None = Field(
+        None,
+        description="seconds until a running run ends, from its rate so far: needs `step` and `total_steps` "
+        "in its progress (or `total_steps` there and a curve point)",
+    )
+
+
+MAX_CURVE_POINTS_PER_BEAT = 1000
+
+
+class CurvePoint(Strict):
+    """One point of a run's learning curve, as a trainer reports it."""
+
+    step: int = Field(ge=0, le=MAX_STEP, description="optimiser steps done")
+    tokens: int | None = Field(None, ge=0, le=MAX_TOKENS, description="training tokens seen")
+    train_loss: float = Field(gt=0, le=MAX_LOSS, description="training loss at this step")
+    eval_losses: dict[str, float] | None = Field(
+        default=None, max_length=MAX_DOMAINS, description="per-domain validation loss, if measured then"
+    )
+
+    @field_validator("eval_losses")
+    @classmethod
+    def _finite(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return None if v is None else check_losses(v)
+
+
+class RunWithCurve(RunOut):
+    curve: list[CurvePoint] = Field(
+        default_factory=list,
+        description="the learning curve reported through heartbeats, oldest first; long curves are "
+        "thinned (every other older point dropped) so a run stores a bounded number of points",
+    )
 
 
 class Page(BaseModel, Generic[T]):
@@ -336,7 +368,15 @@ MAX_PROGRESS_BYTES = 64 * 1024
 class HeartbeatIn(Strict):
     lease_token: str = Field(pattern=LEASE_PATTERN, description="the `lease_token` ask returned")
     progress: dict[str, Any] = Field(
-        default_factory=dict, description=f"free-form, at most {MAX_PROGRESS_BYTES} bytes of JSON"
+        default_factory=dict,
+        description=f"free-form, at most {MAX_PROGRESS_BYTES} bytes of JSON; `step` and `total_steps` "
+        "give the run its ETA",
+    )
+    points: list[CurvePoint] = Field(
+        default_factory=list,
+        max_length=MAX_CURVE_POINTS_PER_BEAT,
+        description="learning-curve points since the last heartbeat (points at or before the last stored "
+        "step are ignored, so a retried heartbeat adds nothing twice)",
     )
 
     @field_validator("progress")

@@ -92,7 +92,8 @@ class Dashboard(BaseModel):
     experiment: ExperimentSummary
     domains: list[str]
     target: dict[str, float]
-    runs_used: int  # succeeded runs behind the plots (at most MAX_RUNS)
+    runs_used: int  # succeeded runs behind the plots (at most MAX_PLOT_RUNS, evenly spaced)
+    runs_finished: int  # all succeeded runs: more than runs_used means the plots show a sample
     history: History
     mixture: MixtureBars | None
     fit: FitQuality
@@ -109,14 +110,34 @@ class RunRow(BaseModel):
     attempts: int
     target_loss: float | None
     duration_s: float | None
+    done_fraction: float | None  # of a running run's steps
+    eta_s: float | None
     error: str | None
     created_at: datetime
 
 
+class Curve(BaseModel):
+    """A learning curve as columns, for plotting."""
+
+    steps: list[int]
+    tokens: list[int | None]
+    train_loss: list[float]
+
+
+class LiveRun(BaseModel):
+    id: int
+    fidelity: str
+    done_fraction: float | None
+    eta_s: float | None
+    curve: Curve
+
+
 class RunsTable(BaseModel):
     experiment: ExperimentSummary
-    total: int
-    rows: list[RunRow]  # newest first
+    total: int  # runs matching the filters
+    offset: int
+    rows: list[RunRow]  # one page, in the requested order
+    live: list[LiveRun]  # running runs' learning curves (the oldest MAX_LIVE_CURVES)
 
 
 class RunDetail(BaseModel):
@@ -124,4 +145,5 @@ class RunDetail(BaseModel):
     run: RunOut
     duration_s: float | None
     domains: list[str]
+    curve: Curve
     trajectory: Trajectory | None  # the sampler's weights over training steps, if the trainer recorded them

@@ -4,20 +4,23 @@ field. Nothing here fits a model: the fit plot comes from the planner's latest r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Row, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session, undefer
 
 from app.models import Experiment, OnlineSession, Recommendation, Run, utcnow
 from app.schemas import ExperimentOut
 from app.schemas.dashboard import (
+    Curve,
     Dashboard,
     ExperimentSummary,
     FidelitySeries,
     FitQuality,
     History,
+    LiveRun,
     LossHeatmap,
     MixtureBars,
     OnlineTrajectory,
@@ -27,14 +30,25 @@ from app.schemas.dashboard import (
     Trajectory,
     WeightsByRun,
 )
+from app.services import curves
 from app.services import experiments as experiment_service
-from app.services.fit_plot import MAX_RUNS
+from app.services import runs as run_service
 from app.services.online import list_sessions
 from app.services.recommendations import latest_recommendation
-from app.services.runs import get_run, run_out
+from app.services.runs import RunQuery, get_run, run_out
 from app.status import ExperimentStatus, RunOrigin, RunStatus
 
 LIVE_STATUSES = (ExperimentStatus.PREPARING, ExperimentStatus.RUNNING)
+MAX_PLOT_RUNS = 2000  # runs a plot draws: more are sampled evenly (the page says so)
+MAX_LIVE_CURVES = 16  # running runs whose learning curves the experiment page draws
+
+
+@dataclass(frozen=True)
+class Plotted:
+    total: int  # succeeded runs
+    order: list[int]  # each plotted run's 1-based position among them
+    rows: list[Row[Any]]
+    best: tuple[list[int], list[float]]  # the best-so-far line at the target fidelity
 
 
 def summary(session: Session, experiment: Experiment) -> ExperimentSummary:
@@ -71,29 +85,57 @@ def experiment_summaries(*, session: Session, project_id: int, limit: int = 200)
     return [_summary(o) for o in experiment_service.to_out(session=session, experiments=rows)]
 
 
-def _succeeded(session: Session, experiment: Experiment) -> tuple[int, Sequence[Row[Any]]]:
-    """(how many succeeded runs there are, the latest ``MAX_RUNS`` of them in creation order)."""
+def _plotted(session: Session, experiment: Experiment) -> Plotted:
+    """The succeeded runs the plots draw: all of them, or ``MAX_PLOT_RUNS`` evenly spaced over the
+    history (the best target-fidelity run always among them) when there are more."""
     where = (
         Run.experiment_id == experiment.id,
         Run.status == RunStatus.SUCCEEDED,
         Run.target_loss.is_not(None),
     )
-    total = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
-    rows = session.execute(
-        select(Run.id, Run.weights, Run.fidelity, Run.losses, Run.target_loss)
-        .where(*where)
-        .order_by(Run.id.desc())
-        .limit(MAX_RUNS)
+    index = session.execute(
+        select(Run.id, Run.fidelity, Run.target_loss).where(*where).order_by(Run.id)
     ).all()
-    return total, rows[::-1]
+    target_fid = experiment.fidelities[-1].name
+    at_target = [(i + 1, float(r.target_loss)) for i, r in enumerate(index) if r.fidelity == target_fid]
+    picked: Sequence[int] = range(len(index))
+    if len(index) > MAX_PLOT_RUNS:
+        spaced = set(np.linspace(0, len(index) - 1, MAX_PLOT_RUNS - 1).round().astype(int).tolist())
+        if at_target:
+            spaced.add(min(at_target, key=lambda p: p[1])[0] - 1)
+        picked = sorted(spaced)
+    ids = [index[i].id for i in picked]
+    rows: list[Row[Any]] = []
+    for chunk in range(0, len(ids), 1000):  # bounded IN lists on every database
+        rows += session.execute(
+            select(Run.id, Run.weights, Run.fidelity, Run.losses, Run.target_loss).where(
+                Run.id.in_(ids[chunk : chunk + 1000])
+            )
+        ).all()
+    rows.sort(key=lambda r: r.id)
+    return Plotted(total=len(index), order=[i + 1 for i in picked], rows=rows, best=_best_steps(at_target))
+
+
+def _best_steps(at_target: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """The best-so-far line over every target-fidelity run: its corners only (plus its end)."""
+    order: list[int] = []
+    best: list[float] = []
+    for o, loss in at_target:
+        if not best or loss < best[-1]:
+            order.append(o)
+            best.append(loss)
+    if at_target and order[-1] != at_target[-1][0]:
+        order.append(at_target[-1][0])
+        best.append(best[-1])
+    return order, best
 
 
 def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     names = experiment.domain_names
     fidelities = [f.name for f in experiment.fidelities]
     target_fid = fidelities[-1]
-    total, rows = _succeeded(session, experiment)
-    first = total - len(rows) + 1
+    plotted = _plotted(session, experiment)
+    rows = plotted.rows
     at_target = [r for r in rows if r.fidelity == target_fid]
     rec = latest_recommendation(session=session, experiment=experiment)
     return Dashboard(
@@ -101,7 +143,8 @@ def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
         domains=names,
         target=experiment.target,
         runs_used=len(rows),
-        history=_history(rows, fidelities, first),
+        runs_finished=plotted.total,
+        history=_history(plotted, fidelities),
         mixture=_mixture(experiment, rec),
         fit=_stored_fit(rec, target_fid),
         weights=WeightsByRun(
@@ -119,10 +162,10 @@ def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     )
 
 
-def _history(rows: Sequence[Row[Any]], fidelities: list[str], first: int) -> History:
+def _history(plotted: Plotted, fidelities: list[str]) -> History:
     series = []
     for fid in fidelities:
-        picked = [(first + i, r) for i, r in enumerate(rows) if r.fidelity == fid]
+        picked = [(o, r) for o, r in zip(plotted.order, plotted.rows, strict=True) if r.fidelity == fid]
         if picked:
             series.append(
                 FidelitySeries(
@@ -132,11 +175,7 @@ def _history(rows: Sequence[Row[Any]], fidelities: list[str], first: int) -> His
                     target_loss=[float(r.target_loss) for _, r in picked],
                 )
             )
-    best_order: list[int] = []
-    best_loss: list[float] = []
-    if series and series[-1].fidelity == fidelities[-1]:
-        best_order = series[-1].order
-        best_loss = np.minimum.accumulate(series[-1].target_loss).tolist()
+    best_order, best_loss = plotted.best
     return History(target_fidelity=fidelities[-1], series=series, best_order=best_order, best_loss=best_loss)
 
 
@@ -193,15 +232,25 @@ def _duration(run: Run) -> float | None:
     return (end - run.started_at).total_seconds() if end else None
 
 
-def runs_table(*, session: Session, experiment: Experiment, limit: int) -> RunsTable:
-    """The latest runs, newest first, for the live table (polled while the experiment runs)."""
-    out = summary(session, experiment)
-    rows = session.scalars(
-        select(Run).where(Run.experiment_id == experiment.id).order_by(Run.id.desc()).limit(limit)
+def runs_table(
+    *, session: Session, experiment: Experiment, query: RunQuery, offset: int, limit: int
+) -> RunsTable:
+    """One page of the runs table (filtered and sorted in SQL), and the running runs' learning curves."""
+    now = utcnow()
+    rows = run_service.list_runs(
+        session=session, experiment=experiment, query=query, limit=limit, after=None, offset=offset
+    )
+    running = session.scalars(
+        select(Run)
+        .options(undefer(Run.curve))
+        .where(Run.experiment_id == experiment.id, Run.status == RunStatus.RUNNING)
+        .order_by(Run.id)
+        .limit(MAX_LIVE_CURVES)
     )
     return RunsTable(
-        experiment=out,
-        total=out.runs_total,
+        experiment=summary(session, experiment),
+        total=run_service.count_runs(session=session, experiment=experiment, query=query),
+        offset=offset,
         rows=[
             RunRow(
                 id=r.id,
@@ -211,11 +260,45 @@ def runs_table(*, session: Session, experiment: Experiment, limit: int) -> RunsT
                 attempts=r.attempts,
                 target_loss=r.target_loss,
                 duration_s=_duration(r),
+                done_fraction=_done_fraction(r),
+                eta_s=curves.eta_s(r, now),
                 error=r.error,
                 created_at=r.created_at,
             )
             for r in rows
         ],
+        live=[
+            LiveRun(
+                id=r.id,
+                fidelity=r.fidelity,
+                done_fraction=_done_fraction(r),
+                eta_s=curves.eta_s(r, now),
+                curve=_curve(r),
+            )
+            for r in running
+        ],
+    )
+
+
+def _done_fraction(run: Run) -> float | None:
+    p = run.progress or {}
+    step, total = p.get("step"), p.get("total_steps")
+    if (
+        run.status != RunStatus.RUNNING
+        or not isinstance(step, int)
+        or not isinstance(total, int)
+        or total <= 0
+    ):
+        return None
+    return min(1.0, step / total)
+
+
+def _curve(run: Run) -> Curve:
+    points = run.curve or []
+    return Curve(
+        steps=[p["step"] for p in points],
+        tokens=[p.get("tokens") for p in points],
+        train_loss=[p["train_loss"] for p in points],
     )
 
 
@@ -234,5 +317,6 @@ def run_detail(*, session: Session, experiment: Experiment, run_id: int) -> RunD
         run=run_out(experiment, run),
         duration_s=_duration(run),
         domains=names,
+        curve=_curve(run),
         trajectory=trajectory,
     )

@@ -10,7 +10,7 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -22,17 +22,26 @@ from app.core.config import get_settings
 from app.core.db import is_postgres
 from app.errors import Conflict, InvalidInput, NotFound, NotReady
 from app.models import Experiment, Run, utcnow, valid_id
-from app.schemas import ImportedRun, RunOut, unknown
+from app.schemas import CurvePoint, ImportedRun, RunOut, RunWithCurve, unknown
+from app.services import curves
 from app.services.planning import request_plan
 from app.status import FINISHED, Executor, ExperimentStatus, RunOrigin, RunStatus
+
+COMPUTED = {"weights", "eta_s", "curve"}
 
 
 def run_out(experiment: Experiment, run: Run) -> RunOut:
     names = experiment.domain_names
     return RunOut(
         weights=dict(zip(names, run.weights, strict=True)),
-        **{k: getattr(run, k) for k in RunOut.model_fields if k != "weights"},
+        eta_s=curves.eta_s(run, utcnow()),
+        **{k: getattr(run, k) for k in RunOut.model_fields if k not in COMPUTED},
     )
+
+
+def run_with_curve(experiment: Experiment, run: Run) -> RunWithCurve:
+    """One run as ``GET …/runs/{id}`` shows it: with its learning curve."""
+    return RunWithCurve(**run_out(experiment, run).model_dump(), curve=run.curve)
 
 
 def get_run(*, session: Session, experiment: Experiment, run_id: int) -> Run:
@@ -54,6 +63,23 @@ class RunQuery:
     order: Literal["asc", "desc"] = "asc"
 
 
+def matching(query: RunQuery, experiment: Experiment) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of ``query``'s filters."""
+    where = [Run.experiment_id == experiment.id]
+    for column, value in (
+        (Run.status, query.status),
+        (Run.fidelity, query.fidelity),
+        (Run.origin, query.origin),
+    ):
+        if value:
+            where.append(column == value)
+    return where
+
+
+def count_runs(*, session: Session, experiment: Experiment, query: RunQuery) -> int:
+    return session.scalar(select(func.count()).select_from(Run).where(*matching(query, experiment))) or 0
+
+
 def list_runs(
     *,
     session: Session,
@@ -63,16 +89,9 @@ def list_runs(
     after: int | None,
     offset: int = 0,
 ) -> list[Run]:
-    """By id: keyset pagination (``after``), constant time per page at any depth. By loss or finish
-    time: ``offset`` pages, ties broken by id; runs without the value (not finished) come last."""
-    q = select(Run).where(Run.experiment_id == experiment.id)
-    for column, value in (
-        (Run.status, query.status),
-        (Run.fidelity, query.fidelity),
-        (Run.origin, query.origin),
-    ):
-        if value:
-            q = q.where(column == value)
+    """By id: keyset pagination (``after``), constant time per page at any depth, or ``offset``. By loss
+    or finish time: ``offset`` pages, ties broken by id; runs without the value (not finished) come last."""
+    q = select(Run).where(*matching(query, experiment))
     descending = query.order == "desc"
     if query.sort == "id":
         if after is not None:
@@ -80,10 +99,10 @@ def list_runs(
         q = q.order_by(Run.id.desc() if descending else Run.id)
     else:
         key = Run.target_loss if query.sort == "target_loss" else Run.finished_at
-        q = q.order_by(key.is_(None), key.desc() if descending else key, Run.id).offset(offset)
+        q = q.order_by(key.is_(None), key.desc() if descending else key, Run.id)
     if limit is not None:
         q = q.limit(limit)
-    return list(session.scalars(q))
+    return list(session.scalars(q.offset(offset)))
 
 
 def runs_csv(*, session: Session, experiment: Experiment, query: RunQuery) -> Iterator[str]:
@@ -162,13 +181,18 @@ def next_queued(*, session: Session) -> int | None:
     return session.scalar(q)
 
 
-def heartbeat(*, session: Session, run_id: int, token: str, progress: dict[str, Any]) -> bool:
-    """Record progress; False means the run is no longer ours (cancelled or reclaimed): stop."""
-    res = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.claim_token == token, Run.status == RunStatus.RUNNING)
-        .values(heartbeat_at=utcnow(), progress=progress)
-    )
+def heartbeat(
+    *, session: Session, run_id: int, token: str, progress: dict[str, Any], points: Sequence[CurvePoint] = ()
+) -> bool:
+    """Record progress and curve points; False: the run is no longer ours (cancelled or reclaimed), stop."""
+    mine = (Run.id == run_id, Run.claim_token == token, Run.status == RunStatus.RUNNING)
+    values: dict[str, Any] = {"heartbeat_at": utcnow(), "progress": curves.with_last_step(progress, points)}
+    if points:
+        stored = session.scalar(select(Run.curve).where(*mine))
+        if stored is None:
+            return False
+        values["curve"] = curves.extend_curve(stored, points)
+    res = session.execute(update(Run).where(*mine).values(**values))
     return res.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -392,14 +416,23 @@ def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None
 
 
 def extend_lease(
-    *, session: Session, experiment: Experiment, run_id: int, token: str, progress: dict[str, Any]
+    *,
+    session: Session,
+    experiment: Experiment,
+    run_id: int,
+    token: str,
+    progress: dict[str, Any],
+    points: Sequence[CurvePoint] = (),
 ) -> Run:
-    """A lessee's heartbeat: record progress and push the lease's end back."""
+    """A lessee's heartbeat: record progress and curve points, and push the lease's end back."""
     run = get_run(session=session, experiment=experiment, run_id=run_id)
     check_lease(run, token)
     now = utcnow()
     run.heartbeat_at = now
-    run.progress = progress
+    run.progress = curves.with_last_step(progress, points)
+    if points:
+        curves.check_domains(points, experiment.domain_names)
+        run.curve = curves.extend_curve(run.curve, points)
     if run.origin == RunOrigin.EXTERNAL:
         run.lease_expires_at = now + timedelta(seconds=get_settings().lease_s)
     session.flush()

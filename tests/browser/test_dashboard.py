@@ -171,3 +171,113 @@ def _save_docs_screenshot(watch: PageWatch) -> None:
     image = Image.open(raw).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
     image.save(DOCS_SCREENSHOT, optimize=True)
     assert DOCS_SCREENSHOT.stat().st_size < DOCS_MAX_BYTES
+
+
+def test_learning_curves_draw_live_on_the_run_and_experiment_pages(
+    live: LiveServer, watch: PageWatch
+) -> None:
+    exp = live.running
+    with live.api() as api:
+        asked = api.post(f"{exp['base']}/ask", params={"wait": 30}).json()
+    run_id, token = asked["run"]["id"], asked["lease_token"]
+    beat = f"{exp['base']}/runs/{run_id}/heartbeat"
+
+    def report(steps: list[int]) -> None:
+        points = [{"step": s, "train_loss": 6.0 / (1 + s) ** 0.3} for s in steps]
+        body = {"lease_token": token, "progress": {"total_steps": 400}, "points": points}
+        with live.api() as api:
+            assert api.post(beat, json=body).status_code == 200
+
+    report([10, 20, 30])
+    watch.login(live, path=f"/ui/experiments/{exp['id']}/runs/{run_id}")
+    page = watch.page
+    page.wait_for_selector("#plot-run-curve.js-plotly-plot svg.main-svg")
+    assert page.eval_on_selector("#plot-run-curve", "el => el.data[0].x") == [10, 20, 30]
+    assert "step 30 of 400 (8%)" in page.inner_text("#run-progress") and "ETA" in page.inner_text(
+        "#run-progress"
+    )
+    report([40, 50])  # the page polls while the run trains
+    page.wait_for_function(
+        "() => document.getElementById('plot-run-curve').data[0].x.length === 5", timeout=15_000
+    )
+    watch.screenshot("run-training")
+
+    page.goto(f"{live.url}/ui/experiments/{exp['id']}")
+    page.wait_for_selector("#plot-live.js-plotly-plot svg.main-svg")
+    assert page.is_visible("#live-card")
+    names = page.eval_on_selector("#plot-live", "el => el.data.map(t => t.name)")
+    assert any(n.startswith(f"run #{run_id} ") and "13%" in n and "ETA" in n for n in names), names
+    row = page.locator(f"#runs tbody tr[data-href$='/runs/{run_id}']")
+    assert "13% · ETA" in row.inner_text()
+    with live.api() as api:
+        body = {"lease_token": token, "losses": fake_losses(asked["run"]["weights"])}
+        assert api.post(f"{exp['base']}/runs/{run_id}/result", json=body).status_code == 200
+    page.wait_for_selector("#live-card", state="hidden", timeout=15_000)  # nothing trains any more
+    assert watch.errors == []
+
+
+def test_runs_table_pages_sorts_and_filters(live: LiveServer, watch: PageWatch) -> None:
+    exp = live.done
+    _open_experiment(watch, live, exp["id"])
+    page = watch.page
+    total = live.api().get(f"{exp['base']}/dashboard/runs").json()["total"]
+    assert total > 50
+    assert page.locator("#runs tbody tr").count() == 50
+    assert page.inner_text("#runs-count") == f"1–50 of {total} runs"
+    assert page.is_disabled("#page-prev")
+    page.click("#page-next")
+    page.wait_for_function(
+        f"document.getElementById('runs-count').textContent === '51–{min(100, total)} of {total} runs'"
+    )
+    page.click("#page-prev")
+    page.wait_for_function("document.getElementById('runs-count').textContent.startsWith('1–50')")
+
+    page.click("#runs th[data-sort=target_loss]")  # best first
+    page.wait_for_selector("#runs th[data-sort=target_loss][aria-sort=ascending]")
+    runs = live.api().get(f"{exp['base']}/runs", params={"limit": 500}).json()["items"]
+    best = min(r["target_loss"] for r in runs if r["target_loss"] is not None)
+    page.wait_for_function(
+        "best => document.querySelector('#runs tbody tr td:nth-child(6)').textContent === best",
+        arg=f"{best:.4f}",
+    )
+    page.select_option("#filter-status", "failed")
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 1")
+    assert "CUDA out of memory" in page.inner_text("#runs tbody tr")
+    assert page.inner_text("#runs-count") == "1–1 of 1 runs"
+    assert page.get_attribute("#runs-csv", "href").endswith("/runs?format=csv&status=failed")
+    with page.expect_download() as info:
+        page.click("#runs-csv")
+    with open(info.value.path()) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 2 and lines[1].split(",")[1] == "failed"
+    assert watch.errors == []
+
+
+def test_sampled_plots_say_so(live: LiveServer, watch: PageWatch, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.services import dashboard
+
+    exp = live.done
+    _open_experiment(watch, live, exp["id"])
+    assert not watch.page.is_visible("#plots-sampled")  # every run drawn: no note
+    monkeypatch.setattr(dashboard, "MAX_PLOT_RUNS", 20)
+    watch.page.reload()
+    watch.page.wait_for_selector("#plots-sampled", state="visible")
+    note = watch.page.inner_text("#plots-sampled")
+    finished = live.api().get(f"{exp['base']}/dashboard").json()["runs_finished"]
+    assert note.startswith(f"The plots show 20 of {finished} finished runs, evenly spaced")
+    assert watch.errors == []
+
+
+def test_strategies_page_lists_every_strategy_and_its_parameters(live: LiveServer, watch: PageWatch) -> None:
+    watch.login(live)
+    page = watch.page
+    with page.expect_navigation():
+        page.click("#nav-strategies")
+    listed = live.api().get("/api/v1/strategies").json()
+    names = [s["name"] for s in (listed["items"] if isinstance(listed, dict) else listed)]
+    for name in names:
+        assert page.locator(f"#strategy-{name}").count() == 1
+    params = page.locator("#strategy-regmix tbody tr").all_inner_texts()
+    assert any(p.startswith("n_search\tinteger") for p in params), params
+    watch.screenshot("strategies")
+    assert watch.errors == []

@@ -97,8 +97,11 @@ def test_dashboard_draws_every_plot_from_the_runs(api, auth) -> None:  # type: i
     imported_big = [r for r in exp["runs"] if r["fidelity"] == "big"]
     expected = [0.5 * r["losses"]["web"] + 0.5 * r["losses"]["code"] for r in imported_big]
     assert big["target_loss"][:30] == pytest.approx(expected)
-    assert history["best_order"] == big["order"]
-    assert history["best_loss"] == pytest.approx(np.minimum.accumulate(big["target_loss"]).tolist())
+    assert history["best_order"][-1] == big["order"][-1]  # the best-so-far line is drawn by its corners
+    corner = np.searchsorted(history["best_order"], big["order"], side="right") - 1
+    best_at = np.asarray(history["best_loss"])[corner]
+    assert best_at.tolist() == pytest.approx(np.minimum.accumulate(big["target_loss"]).tolist())
+    assert d["runs_finished"] == d["runs_used"]  # no sampling below MAX_PLOT_RUNS
 
     mix = d["mixture"]
     rec = api.get(f"{exp['base']}/recommendation", headers=auth).json()
@@ -161,6 +164,7 @@ def test_runs_table_and_run_detail(api, auth) -> None:  # type: ignore[no-untype
     assert by_id[exp["told"]]["status"] == "succeeded" and by_id[exp["told"]]["target_loss"] is not None
     limited = api.get(f"{exp['base']}/dashboard/runs?limit=3", headers=auth).json()
     assert [r["id"] for r in limited["rows"]] == ids[:3] and limited["total"] == len(ids)
+    assert table["live"] == []  # nothing is training
 
     detail = api.get(f"{exp['base']}/dashboard/runs/{exp['told']}", headers=auth).json()
     assert detail["run"]["id"] == exp["told"] and detail["domains"] == list(DOMAINS)
@@ -176,6 +180,50 @@ def test_runs_table_and_run_detail(api, auth) -> None:  # type: ignore[no-untype
     assert traj == {"steps": [0, 50], "columns": [[0.5, 0.2], [0.5, 0.3], [0.0, 0.5]]}
     missing = api.get(f"{exp['base']}/dashboard/runs/999999", headers=auth)
     assert missing.status_code == 404 and error_code(missing) == "run_not_found"
+
+
+def test_runs_table_pages_sorts_and_filters_in_sql(api, auth) -> None:  # type: ignore[no-untyped-def]
+    exp = populate(api, auth, n_big=12, n_small=5)
+    table = f"{exp['base']}/dashboard/runs"
+    everything = api.get(f"{exp['base']}/runs", params={"limit": 500}, headers=auth).json()["items"]
+    pages, offset = [], 0
+    while True:
+        page = api.get(table, params={"limit": 5, "offset": offset}, headers=auth).json()
+        assert page["total"] == len(everything) and page["offset"] == offset
+        if not page["rows"]:
+            break
+        pages += [r["id"] for r in page["rows"]]
+        offset += 5
+    assert pages == sorted((r["id"] for r in everything), reverse=True)  # newest first, each run once
+
+    by_loss = api.get(table, params={"sort": "target_loss", "order": "asc", "limit": 4}, headers=auth).json()
+    losses = sorted(r["target_loss"] for r in everything if r["target_loss"] is not None)
+    assert [r["target_loss"] for r in by_loss["rows"]] == losses[:4]
+    small = api.get(table, params={"fidelity": "small", "origin": "import"}, headers=auth).json()
+    assert small["total"] == 5 and {r["fidelity"] for r in small["rows"]} == {"small"}
+    failed = api.get(table, params={"status": "failed"}, headers=auth).json()
+    assert failed["total"] == 1 and failed["rows"][0]["id"] == exp["failed"]
+    bad = api.get(table, params={"sort": "weights"}, headers=auth)
+    assert bad.status_code == 422 and "sort" in bad.text
+
+
+def test_plots_sample_evenly_and_say_so(api, auth, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.services import dashboard
+
+    exp = populate(api, auth, n_big=30, n_small=8)
+    full = api.get(f"{exp['base']}/dashboard", headers=auth).json()
+    monkeypatch.setattr(dashboard, "MAX_PLOT_RUNS", 10)
+    d = api.get(f"{exp['base']}/dashboard", headers=auth).json()
+    assert d["runs_finished"] == full["runs_finished"] == 39
+    assert d["runs_used"] == len(d["heatmap"]["run_ids"]) <= 10
+    orders = sorted(o for s in d["history"]["series"] for o in s["order"])
+    assert orders[0] == 1 and orders[-1] == 39  # spread over the whole history, not the latest runs
+    assert max(np.diff(orders)) <= 2 * 38 / 9 + 1
+    big = full["history"]["series"][1]
+    best_id = big["run_ids"][int(np.argmin(big["target_loss"]))]
+    assert best_id in d["weights"]["run_ids"]  # the best run is always drawn
+    assert d["history"]["best_order"] == full["history"]["best_order"]  # the line uses every run
+    assert d["history"]["best_loss"] == full["history"]["best_loss"]
 
 
 def test_exports_match_the_recommendation(api, auth, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -72,14 +72,16 @@ def test_two_workers_share_an_experiment(service_env, tmp_path: Path) -> None:  
 
     with session_scope() as session:
         runs = session.execute(
-            select(Run.status, Run.attempts, Run.losses, Run.started_at, Run.finished_at, Run.worker).where(
-                Run.experiment_id == exp["id"]
-            )
+            select(
+                Run.status, Run.attempts, Run.losses, Run.started_at, Run.finished_at, Run.worker, Run.curve
+            ).where(Run.experiment_id == exp["id"])
         ).all()
     assert len(runs) == BUDGET
-    for status, attempts, losses, started, done, worker in runs:
+    for status, attempts, losses, started, done, worker, curve in runs:
         assert (status, attempts) == ("succeeded", 1)  # trained once: no reclaim, no double claim
         assert set(losses) == {"sports", "code"} and started is not None and done is not None and worker
-    assert len({worker for *_, worker in runs}) == 2  # parallelism 2 and one task per worker: both trained
+        steps = [p["step"] for p in curve]  # the learning curve the heartbeats carried, to the last step
+        assert steps == [1, 2, 3] and all(p["train_loss"] > 0 for p in curve)
+    assert len({r.worker for r in runs}) == 2  # parallelism 2 and one task per worker: both trained
     errors = [line for p in logs for line in p.read_text().splitlines() if "ERROR/" in line]
     assert not errors, errors

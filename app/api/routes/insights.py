@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import ExperimentDep, SessionDep
+from app.schemas import TEXT_PATTERN
 from app.schemas.dashboard import Dashboard, RunDetail, RunsTable
 from app.services import dashboard as service
 from app.services.export import ExportFormat, export_mixture
+from app.services.runs import RunQuery
+from app.status import RunOrigin, RunStatus
 
 router = APIRouter(prefix="/experiments/{experiment_id}/dashboard", tags=["dashboard"])
 
@@ -19,13 +22,22 @@ def dashboard(experiment: ExperimentDep, session: SessionDep) -> Dashboard:
     return service.dashboard(session=session, experiment=experiment)
 
 
-@router.get("/runs", response_model=RunsTable, summary="The latest runs, newest first (live table)")
+@router.get("/runs", response_model=RunsTable, summary="A page of the runs table, and live learning curves")
 def runs(
     experiment: ExperimentDep,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000, description="rows to return")] = 200,
+    status: Annotated[RunStatus | None, Query(description="only runs in this status")] = None,
+    fidelity: Annotated[
+        str | None, Query(max_length=100, pattern=TEXT_PATTERN, description="only runs at this fidelity")
+    ] = None,
+    origin: Annotated[RunOrigin | None, Query(description="worker, external or import")] = None,
+    sort: Annotated[Literal["id", "target_loss", "finished_at"], Query(description="sort key")] = "id",
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="rows to return")] = 50,
 ) -> RunsTable:
-    return service.runs_table(session=session, experiment=experiment, limit=limit)
+    query = RunQuery(status=status, fidelity=fidelity, origin=origin, sort=sort, order=order)
+    return service.runs_table(session=session, experiment=experiment, query=query, offset=offset, limit=limit)
 
 
 @router.get("/runs/{run_id:int}", response_model=RunDetail, summary="One run and its sampler trajectory")

@@ -15,7 +15,18 @@ from sqlalchemy.orm import Session
 from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, SessionDep
 from app.errors import Conflict
 from app.models import Experiment
-from app.schemas import TEXT_PATTERN, AskOut, FailIn, HeartbeatIn, ImportIn, ImportOut, Page, ResultIn, RunOut
+from app.schemas import (
+    TEXT_PATTERN,
+    AskOut,
+    FailIn,
+    HeartbeatIn,
+    ImportIn,
+    ImportOut,
+    Page,
+    ResultIn,
+    RunOut,
+    RunWithCurve,
+)
 from app.services import runs as service
 from app.services.dispatch import dispatcher
 from app.status import RunOrigin, RunStatus
@@ -51,7 +62,9 @@ def list_runs(
     origin: Annotated[RunOrigin | None, Query(description="worker, external or import")] = None,
     sort: Annotated[Literal["id", "target_loss", "finished_at"], Query(description="sort key")] = "id",
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
-    offset: Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip (sort other than id)")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000, description="rows to skip (for the id sort, `after` is faster)")
+    ] = 0,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format", description="csv: every match")] = "json",
 ) -> Any:
     query = service.RunQuery(status=status, fidelity=fidelity, origin=origin, sort=sort, order=order)
@@ -73,9 +86,12 @@ def list_runs(
     )
 
 
-@router.get("/runs/{run_id:int}", response_model=RunOut)
-def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunOut:
-    return service.run_out(experiment, service.get_run(session=session, experiment=experiment, run_id=run_id))
+@router.get(
+    "/runs/{run_id:int}", response_model=RunWithCurve, summary="One run, with its learning curve and ETA"
+)
+def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunWithCurve:
+    run = service.get_run(session=session, experiment=experiment, run_id=run_id)
+    return service.run_with_curve(experiment, run)
 
 
 @router.post(
@@ -141,11 +157,16 @@ def _refuse(session: Session, experiment: Experiment, run_id: int, token: str) -
     "/runs/{run_id:int}/heartbeat",
     response_model=RunOut,
     responses=LEASED,
-    summary="Extend a leased run and record progress",
+    summary="Extend a leased run and record progress and learning-curve points",
 )
 def heartbeat(experiment: ExperimentDep, run_id: int, body: HeartbeatIn, session: SessionDep) -> RunOut:
     run = service.extend_lease(
-        session=session, experiment=experiment, run_id=run_id, token=body.lease_token, progress=body.progress
+        session=session,
+        experiment=experiment,
+        run_id=run_id,
+        token=body.lease_token,
+        progress=body.progress,
+        points=body.points,
     )
     return service.run_out(experiment, run)
 

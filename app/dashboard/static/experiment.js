@@ -11,6 +11,9 @@
   const TARGET_COLOUR = "#2563eb";
   const $ = (id) => document.getElementById(id);
   let drawnState = null;  // status and runs done when the plots were last drawn
+  const table = {offset: 0, limit: 50, sort: "id", order: "desc"};  // the runs table's page, sort and filters
+  const filters = $("runs-filters");
+  let timer = null;
 
   function drawHistory(d) {
     const h = d.history;
@@ -152,10 +155,16 @@
     return td;
   }
 
-  function renderRuns(table) {
+  function progressText(r) {
+    if (r.done_fraction === null) return m.duration(r.duration_s);
+    const eta = r.eta_s === null ? "" : " · ETA " + m.duration(r.eta_s);
+    return Math.round(100 * r.done_fraction) + "%" + eta;
+  }
+
+  function renderRuns(page) {
     const body = document.querySelector("#runs tbody");
     body.textContent = "";
-    for (const r of table.rows) {
+    for (const r of page.rows) {
       const tr = body.insertRow();
       tr.className = "clickable";
       tr.dataset.href = ui + "/runs/" + r.id;
@@ -171,12 +180,46 @@
       cell(tr, r.origin, "muted");
       cell(tr, String(r.attempts), "num");
       cell(tr, m.fixed(r.target_loss, 4), "num");
-      cell(tr, m.duration(r.duration_s), "num");
+      cell(tr, progressText(r), "num");
       const err = cell(tr, r.error || "", "error-cell");
       if (r.error) err.title = r.error;
     }
-    $("runs-count").textContent = table.rows.length < table.total
-      ? "latest " + table.rows.length + " of " + table.total : table.total + " runs";
+    const first = page.total ? page.offset + 1 : 0;
+    $("runs-count").textContent = first + "–" + (page.offset + page.rows.length) + " of " +
+      page.total.toLocaleString("en") + " runs";
+    $("page-prev").disabled = page.offset === 0;
+    $("page-next").disabled = page.offset + page.rows.length >= page.total;
+    for (const th of document.querySelectorAll("#runs th[data-sort]")) {
+      if (th.dataset.sort === table.sort) th.setAttribute("aria-sort", table.order === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+  }
+
+  function drawLive(runs) {
+    $("live-card").hidden = !runs.length;
+    if (!runs.length) return;
+    m.draw($("plot-live"), runs.map((r) => ({
+      type: "scatter", mode: "lines", x: r.curve.steps, y: r.curve.train_loss,
+      name: "run #" + r.id + " (" + r.fidelity + ")" + (r.done_fraction === null ? ""
+        : " · " + Math.round(100 * r.done_fraction) + "%") + (r.eta_s === null ? "" : " · ETA " + m.duration(r.eta_s)),
+      hovertemplate: "run #" + r.id + "<br>step %{x}<br>train loss %{y:.4f}<extra></extra>"})),
+      m.layout({height: 300, xaxis: {title: {text: "step"}, gridcolor: "#eef0f3"},
+                yaxis: {title: {text: "training loss"}, gridcolor: "#eef0f3"},
+                legend: {orientation: "v", x: 1.02, y: 1}}));
+  }
+
+  function drawSampling(d) {
+    const el = $("plots-sampled");
+    el.hidden = d.runs_used >= d.runs_finished;
+    el.textContent = "The plots show " + d.runs_used.toLocaleString("en") + " of " +
+      d.runs_finished.toLocaleString("en") + " finished runs, evenly spaced over the history with the best " +
+      "run among them; the best-so-far line, the runs table and the CSV export use every run.";
+  }
+
+  function runsQuery() {
+    const q = new URLSearchParams({offset: table.offset, limit: table.limit, sort: table.sort, order: table.order});
+    for (const [k, v] of new FormData(filters)) if (v) q.set(k, v);
+    return q;
   }
 
   async function loadPlots() {
@@ -188,15 +231,38 @@
     drawWeights(d);
     drawHeatmap(d);
     drawOnline(d);
+    drawSampling(d);
     if (d.mixture) $("snippet").textContent = await m.getText(api + "/dashboard/export?format=hf");
   }
 
-  async function refresh() {
-    const table = await m.getJSON(api + "/dashboard/runs");
-    renderSummary(table.experiment);
-    renderRuns(table);
-    if (table.experiment.status + "/" + table.experiment.runs_done !== drawnState) await loadPlots();
-    if (table.experiment.live) setTimeout(() => refresh().catch(m.showError), POLL_MS);
+  async function refresh() {  // one poll chain: a filter or page change restarts it
+    clearTimeout(timer);
+    const page = await m.getJSON(api + "/dashboard/runs?" + runsQuery());
+    renderSummary(page.experiment);
+    renderRuns(page);
+    drawLive(page.live);
+    if (page.experiment.status + "/" + page.experiment.runs_done !== drawnState) await loadPlots();
+    if (page.experiment.live) timer = setTimeout(() => refresh().catch(m.showError), POLL_MS);
+  }
+
+  function reload() {
+    const q = runsQuery();
+    for (const k of ["offset", "limit", "sort", "order"]) q.delete(k);
+    $("runs-csv").href = api + "/runs?format=csv" + (q.toString() ? "&" + q : "");
+    refresh().catch(m.showError);
+  }
+
+  filters.addEventListener("change", () => { table.offset = 0; reload(); });
+  $("page-prev").addEventListener("click", () => { table.offset = Math.max(0, table.offset - table.limit); reload(); });
+  $("page-next").addEventListener("click", () => { table.offset += table.limit; reload(); });
+  for (const th of document.querySelectorAll("#runs th[data-sort]")) {
+    th.addEventListener("click", () => {
+      table.order = table.sort === th.dataset.sort && table.order === "desc" ? "asc" : "desc";
+      if (th.dataset.sort === "target_loss" && table.sort !== "target_loss") table.order = "asc";  // best first
+      table.sort = th.dataset.sort;
+      table.offset = 0;
+      reload();
+    });
   }
 
   document.querySelector("#runs tbody").addEventListener("click", (ev) => {

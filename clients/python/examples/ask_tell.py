@@ -19,8 +19,13 @@ DOMAINS = {"web": 8_000_000_000, "code": 900_000_000, "books": 2_000_000_000}
 
 def train_and_eval(exp: Experiment, trial: Trial) -> dict[str, float]:
     """Stand-in: more of a domain lowers its loss, with diminishing returns."""
-    for step in (100, 200):
-        exp.heartbeat(trial, step=step)  # extends the lease while a long run trains
+    total_steps = 300
+    for step in (100, 200, 300):
+        train_loss = 3.5 + 6.0 / math.sqrt(step)  # what your trainer logs
+        # extends the lease while a long run trains; the points draw its live learning curve
+        exp.heartbeat(
+            trial, step=step, total_steps=total_steps, points=[{"step": step, "train_loss": train_loss}]
+        )
     return {d: 3.5 - 0.8 * math.sqrt(w) for d, w in trial.weights.items()}
 
 

@@ -215,9 +215,16 @@ class Experiment:
             body["cost"] = cost
         return self.client.request("POST", f"{self._path}/runs/{trial.run_id}/result", json=body)  # type: ignore[no-any-return]
 
-    def heartbeat(self, trial: Trial, **progress: Any) -> dict[str, Any]:
-        """Extend the trial's lease (call it well within ``lease_s``) and record progress."""
-        body = {"lease_token": trial.lease_token, "progress": progress}
+    def heartbeat(
+        self, trial: Trial, *, points: Sequence[Mapping[str, Any]] = (), **progress: Any
+    ) -> dict[str, Any]:
+        """Extend the trial's lease (call it well within ``lease_s``) and record progress.
+
+        ``step=…, total_steps=…`` in ``progress`` give the run an ETA; ``points`` are learning-curve
+        points since the last heartbeat (``{"step", "train_loss", "tokens"?, "eval_losses"?}``), drawn
+        live on the run's page.
+        """
+        body = {"lease_token": trial.lease_token, "progress": progress, "points": list(points)}
         return self.client.request("POST", f"{self._path}/runs/{trial.run_id}/heartbeat", json=body)  # type: ignore[no-any-return]
 
     def fail(self, trial: Trial, error: str) -> dict[str, Any]:
