@@ -96,7 +96,22 @@ logger = logging.getLogger(__name__)
 
 class Admire:
     """Multi-fidelity BO: MF-GP, cost-weighted MF-GIBBON acquisition; recommends where the mean is
-    low and sure."""
+    low and sure.
+
+    Parameters:
+        n_initial: runs in the space-filling initial design, made before any GP is fitted (two at the
+            target fidelity, the rest cheaper); default max(8, domains + 1)
+        pool_size: Dirichlet draws over the capped simplex that MF-GIBBON scores at every fidelity per
+            call, plus draws around the best runs; at least 16
+        shortlist: best-scoring pool points per fidelity re-scored at each greedy cheap pick of a batch
+        polish_iters: most SLSQP iterations refining each cheap pick with optimize_acqf; 0 = off
+        max_fit: most runs the GP hyperparameters are fitted on (target runs first); the posterior uses all
+        min_target_share: least share of declared cost, runs in flight included, spent at the target
+            fidelity, in [0, 1]
+        num_mv_samples: samples of the best target loss (over the pool) MF-GIBBON draws to score points
+        n_alternatives: runner-up mixtures returned with the recommendation, ranked by the same score
+        pessimism: the recommendation minimises predicted loss + pessimism x posterior std; 0 = mean only
+    """
 
     name = "admire"
 

@@ -74,7 +74,11 @@ class Natural(_Fixed):
 
 
 class Temperature(_Fixed):
-    """Natural weights sharpened or flattened: w ∝ p^(1/tau); tau=1 is natural, tau→∞ is uniform."""
+    """Natural weights sharpened or flattened: w ∝ p^(1/tau); tau=1 is natural, tau→∞ is uniform.
+
+    Parameters:
+        tau: temperature on the natural weights, > 0: 1 = natural, above 1 flattens, below 1 sharpens
+    """
 
     name = "temperature"
 
@@ -89,7 +93,12 @@ class Temperature(_Fixed):
 
 
 class RandomSearch:
-    """Dirichlet draws around the natural prior; recommend the best mixture seen. The no-model baseline."""
+    """Dirichlet draws around the natural prior; recommend the best mixture seen. The no-model baseline.
+
+    Parameters:
+        concentrations: Dirichlet strengths, one picked at random per draw (low = sparse, high = near the
+            prior)
+    """
 
     name = "random"
 

@@ -74,12 +74,25 @@ DEFAULT_BUDGET = 28
 class Climb:
     """Clustering-based iterative data mixture bootstrapping; see the module docstring.
 
-    ``budget`` is the total number of runs at the search ``fidelity`` (default: the target fidelity), split
-    over rounds in proportion to ``split``; without it the space's budget is used (28 if it has none).
-    Later rounds score ``pool_size`` candidates: half broad draws over ``concentrations``, half local
-    draws around the ``n_elite`` best runs at Dirichlet strength ``local_concentration`` (doubling each
-    round). Proposals keep an L1 distance of ``min_distance``.
     ``model``, ``folds``, ``seed`` and ``regressor_params`` configure the predictor (see RegMix).
+
+    Parameters:
+        budget: total runs at the search fidelity, over all rounds; default: the experiment's budget
+            (28 if it has none)
+        split: relative round sizes, one per round, e.g. (4, 2, 1); every round gets at least one run
+        pool_size: candidates the predictor scores in each later round (half broad draws, half local
+            draws around the best runs); also the samples scored when recommending
+        concentrations: Dirichlet strengths around the natural prior for round 1, the broad draws and
+            the final search (low = sparse); default: RegMix's 15 values from 0.1 to 5
+        local_concentration: Dirichlet strength of the local draws around the best runs in round 2,
+            doubling each later round (higher = tighter)
+        n_elite: best runs so far (lowest target loss at the search fidelity) the local draws centre on
+        min_distance: least L1 distance from a proposal to the others and to runs already made
+        model: the predictor's regressor, "lightgbm" or "linear"
+        folds: cross-validation folds of the predictor's fit (at least 2)
+        fidelity: name of the fidelity to search at and to fit the predictor on first; default: the target
+        seed: seed of the predictor's fits and of the recommendation search (proposals use each call's seed)
+        regressor_params: overrides of the predictor regressor's settings (e.g. LightGBM parameters)
     """
 
     name = "climb"

@@ -68,14 +68,24 @@ class MixtureModel:
 class RegMix:
     """Regression-based mixture search; see the module docstring.
 
-    Parameters (all JSON-friendly): ``model`` "lightgbm" | "linear"; ``concentrations`` Dirichlet
-    strengths around the prior (low = sparse); ``min_weight`` floor under which a weight is zeroed;
-    ``n_search`` prior samples scored when recommending; ``top_k`` alternatives returned; ``folds`` for
-    CV; ``average_top`` best points averaged into the recommendation; ``fidelity`` where to propose
-    (default: the target fidelity) and which fidelity to fit first; ``temperature`` flattens the prior;
-    ``seed`` makes recommend deterministic; ``regressor_params`` override the regressor's settings;
-    ``max_fit`` caps the runs a fit uses: beyond it a seeded random subset is fitted (10,000 runs took
-    39 s to recommend on 2 cores, the paper's fits used 512; histories up to ``max_fit`` are unaffected).
+    All parameters are JSON-friendly. On ``max_fit``: 10,000 runs took 39 s to recommend on 2 cores, the
+    paper's fits used 512; histories up to ``max_fit`` are unaffected.
+
+    Parameters:
+        model: regressor of loss on weights, "lightgbm" or "linear"
+        concentrations: Dirichlet strengths around the prior for proposals and the recommendation search
+            (low = sparse); default: 15 values log-spaced from 0.1 to 5
+        min_weight: weights below it are zeroed and their mass given to the others, in [0, 0.5)
+        n_search: prior samples scored when recommending
+        top_k: alternative mixtures returned with the recommendation; 0 for none
+        folds: cross-validation folds, for the fit's score and the prediction's std (at least 2)
+        average_top: best-predicted points averaged into the recommendation (the paper's top 100)
+        fidelity: name of the fidelity to propose at and to fit first (else the highest with enough
+            runs); default: the target fidelity
+        temperature: flattens the natural prior, w ∝ p^(1/T); 1 = natural (the paper used 2), > 0
+        seed: seed of the fits (CV folds, subsets) and the recommendation search; recommend is deterministic
+        regressor_params: overrides of the regressor's settings (LightGBM or LinearRegression arguments)
+        max_fit: most runs one fit uses; beyond it a seeded random subset is fitted
     """
 
     name = "regmix"

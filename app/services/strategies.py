@@ -1,9 +1,9 @@
 """What each strategy takes: its parameters as a JSON Schema, read off its constructor, and the check
 that ``strategy_params`` / online ``params`` match it (422 naming the parameter, with the allowed ones).
 
-The constructor's signature is the contract (names, types, defaults); the class docstring's
-"``name`` description" phrases become the descriptions. Range checks stay in the constructors, whose
-``StrategyError`` messages already say what is allowed.
+The constructor's signature is the contract (names, types, defaults); the ``Parameters:`` block that
+ends the class docstring gives the descriptions (see ``_described``). Range checks stay in the
+constructors, whose ``StrategyError`` messages already say what is allowed.
 """
 
 from __future__ import annotations
@@ -81,6 +81,24 @@ def _model(kind: Kind, name: str) -> type[BaseModel]:
 
 
 def _described(doc: str, param: str) -> str | None:
-    """The docstring's words about ``param``: from its ``name`` mention to the next ';' or '.'."""
-    match = re.search(rf"``{re.escape(param)}``\s*([^;]+?)(?:;|\.\s|\.$)", " ".join(doc.split()))
-    return match.group(1).strip() if match else None
+    """The docstring's one-line description of ``param``.
+
+    Strategies list their parameters at the end of the class (or factory) docstring, one per line::
+
+        Parameters:
+            name: what it does, units, typical values
+                (a long one may wrap onto deeper-indented lines).
+
+    An explicit block is read by exact name, so a description never picks up a neighbour's words, as
+    prose phrases did. Docstrings without the block (third-party strategies) fall back to the first
+    "``name`` description" phrase, up to the next ';' or '.'.
+    """
+    block = re.search(r"^Parameters:[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)", doc, re.M)
+    if not block:
+        match = re.search(rf"``{re.escape(param)}``\s*([^;]+?)(?:;|\.\s|\.$)", " ".join(doc.split()))
+        return match.group(1).strip() if match else None
+    lines = block.group(1)
+    indent = re.escape(lines[: len(lines) - len(lines.lstrip())])
+    entry = re.search(rf"^{indent}{re.escape(param)}:(.*(?:\n{indent}[ \t]+\S.*)*)", lines, re.M)
+    text = " ".join(entry.group(1).split()) if entry else ""
+    return text or None

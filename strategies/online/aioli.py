@@ -49,7 +49,21 @@ logger = logging.getLogger(__name__)
 
 
 class Aioli:
-    """Online Aioli. ``eta`` is the largest log-weight change one round makes (the step is normalised)."""
+    """Online Aioli: probe each domain in turn, estimate the interaction matrix, step toward what helps.
+
+    Parameters:
+        eta: largest log-weight change one round's step makes (the step is normalised), > 0
+        probe_share: weight a probe puts on its domain: (1 - probe_share) p + probe_share e_j, in (0, 1]
+        exploit_updates: updates trained on the current mixture between probing rounds (at least 1)
+        warmup_updates: updates on the starting mixture before the first probing round (at least 1)
+        settle_updates: updates back on the mixture after each probe before its loss drop is measured;
+            0 = back-to-back probes, as in the paper
+        rounds: most probing rounds, then the mixture stays fixed; None = probe all run long
+        ema: weight kept on the previous interaction-matrix estimate at each round, in [0, 1)
+        init: starting mixture, "uniform" or "natural" (token-proportional), projected onto the caps
+        budget_tokens: token budget of the training run, which sets the epoch caps on the weights;
+            default: the experiment's target tokens (else the target fidelity's)
+    """
 
     name = "aioli"
     signals = ("losses",)

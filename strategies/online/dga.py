@@ -31,7 +31,18 @@ from strategies.online.base import (
 
 
 class DGA:
-    """Online gradient-alignment mixing; ``ema`` is the weight kept on the previous training mixture."""
+    """Online gradient-alignment mixing.
+
+    Parameters:
+        eta: step size of each update's exponentiated-gradient step on the raw weights, > 0; with
+            normalize, the largest log-weight change one update makes
+        ema: weight kept on the previous training mixture when the new raw weights are averaged in,
+            in [0, 1); 0 = train on the raw weights
+        normalize: divide the alignments by their largest magnitude, so the step ignores the gradients' scale
+        init: starting mixture, "uniform" or "natural" (token-proportional), projected onto the caps
+        budget_tokens: token budget of the training run, which sets the epoch caps on the weights;
+            default: the experiment's target tokens (else the target fidelity's)
+    """
 
     name = "dga"
     signals = ("alignment",)

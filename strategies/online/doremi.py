@@ -31,7 +31,16 @@ from strategies.online.base import (
 
 
 class DoReMi:
-    """Excess-loss Group-DRO weights; ``eta`` scales the step per unit of excess loss (nats)."""
+    """Excess-loss Group-DRO weights.
+
+    Parameters:
+        eta: step size of the exponentiated-gradient update per unit of excess loss (nats), > 0
+        smoothing: share of the uniform mixture blended into the weights at each update, in [0, 1]
+        reference: constant per-domain reference losses ({domain: loss}), used when a signal has none
+        init: starting mixture, "uniform" or "natural" (token-proportional), projected onto the caps
+        budget_tokens: token budget of the training run, which sets the epoch caps on the weights;
+            default: the experiment's target tokens (else the target fidelity's)
+    """
 
     name = "doremi"
     signals = ("losses",)
