@@ -49,19 +49,25 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="server processes (service mode only: requests use every core)")
+    ] = 1,
 ) -> None:
     """Run the API server. With MIXLAB_EXECUTOR=embedded (default) it also plans and trains in-process."""
     import uvicorn
 
     from app.core.config import get_settings
     from app.core.migrate import upgrade
-    from app.main import create_app
 
     _logging()
     settings = get_settings()
+    if workers > 1 and settings.executor != "celery":
+        raise UsageError(
+            "--workers > 1 needs MIXLAB_EXECUTOR=celery: embedded mode plans in the one server process"
+        )
     if migrate_first:
         upgrade(settings.database_url)
-    uvicorn.run(create_app(), host=host, port=port)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @cli.command()

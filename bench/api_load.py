@@ -77,10 +77,11 @@ def database(sqlite: bool, workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def processes(env: dict[str, str], sqlite: bool, port: int, log: Path) -> Iterator[None]:
+def processes(env: dict[str, str], sqlite: bool, port: int, log: Path, workers: int) -> Iterator[None]:
     """The server (and the planner worker on Postgres), each in its own process group."""
     out = log.open("ab")
-    cmds = [[sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--no-migrate"]]
+    serve = ["serve", "--port", str(port), "--no-migrate", "--workers", str(workers)]
+    cmds = [[sys.executable, "-m", "app.cli", *serve]]
     if not sqlite:
         import redis
 
@@ -300,7 +301,14 @@ def main() -> None:
         "--rec-rate", type=float, default=200.0, help="recommendation GETs per second, all clients"
     )
     ap.add_argument("--strategy", default=None, help="default: regmix (random with --quick)")
+    ap.add_argument(
+        "--server-workers",
+        type=int,
+        default=None,
+        help="`mixlab serve --workers`: default 2 on Postgres (one per core), 1 with --sqlite (embedded)",
+    )
     args = ap.parse_args()
+    workers = args.server_workers or (1 if args.sqlite else 2)
     if args.quick:
         args.seconds = min(args.seconds, 4.0)
     strategy = args.strategy or ("random" if args.quick else "regmix")
@@ -330,9 +338,12 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}/api/v1"
         backend = "sqlite (embedded planner)" if args.sqlite else "postgres + redis (celery planner)"
-        print(f"api_load: {backend}, strategy {strategy}, {args.clients} clients", file=sys.stderr)
+        print(
+            f"api_load: {backend}, {workers} server process(es), strategy {strategy}, {args.clients} clients",
+            file=sys.stderr,
+        )
         with (
-            processes(env, args.sqlite, port, Path(tmp) / "server.log"),
+            processes(env, args.sqlite, port, Path(tmp) / "server.log", workers),
             httpx.Client(base_url=url, headers=headers, timeout=60) as api,
         ):
             big = make_experiment(api, strategy, args.runs, seed=0)

@@ -17,8 +17,11 @@ against 98.7 for the paper's settings, 98.65 for random splits alone and 98.8 fo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,9 +43,29 @@ LIGHTGBM_PARAMS: dict[str, Any] = {
     "subsample": 0.8,
     "subsample_freq": 1,
     "colsample_bytree": 0.8,
-    "n_jobs": 1,  # callers parallelise across fits, not inside one
+    "n_jobs": 1,  # fits run in parallel with each other (fit_with_cv), not inside one
     "verbosity": -1,
 }
+# LightGBM and scikit-learn release the GIL while they fit and predict, so threads use every core.
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+PARALLEL_PREDICT_ROWS = 256  # below this, one thread: splitting costs more than it saves
+
+
+def _in_threads(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+    if THREADS == 1 or len(jobs) == 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=min(THREADS, len(jobs))) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
+def predict_rows(model: Regressor, X: np.ndarray) -> np.ndarray:
+    """``model.predict(X)``, its rows split over ``THREADS`` threads when there are many (a 30,000-point
+    search over LightGBM models is ~2x faster on 2 cores)."""
+    X = np.atleast_2d(X)
+    if len(X) < PARALLEL_PREDICT_ROWS or THREADS == 1:
+        return np.asarray(model.predict(X), dtype=float)
+    parts = _in_threads([partial(model.predict, c) for c in np.array_split(X, THREADS)])
+    return np.concatenate([np.asarray(p, dtype=float) for p in parts])
 
 
 class Regressor(Protocol):
@@ -139,12 +162,12 @@ class CVEnsemble:
     report: CVReport
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.full.predict(np.atleast_2d(X)), dtype=float)
+        return predict_rows(self.full, X)
 
     def predict_with_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Full-model prediction and the spread (std) of the fold models around it."""
         X = np.atleast_2d(X)
-        spread = np.stack([np.asarray(m.predict(X), dtype=float) for m in self.members])
+        spread = np.stack([predict_rows(m, X) for m in self.members])
         return self.predict(X), spread.std(axis=0, ddof=1) if len(self.members) > 1 else np.zeros(len(X))
 
 
@@ -156,20 +179,22 @@ def fit_with_cv(
     seed: int = 0,
     params: Mapping[str, Any] | None = None,
 ) -> CVEnsemble:
-    """Fit fold models (for CV and uncertainty) and a full-data model, in one pass."""
+    """Fit fold models (for CV and uncertainty) and a full-data model, in one pass, in parallel threads
+    (each fit is seeded: the result does not depend on the thread count)."""
     X, y = _check_xy(X, y)
     check_model(model)
-    oof = np.empty(len(y))
-    members = []
     splits = kfold_indices(len(y), folds, seed)
-    for i, (train, test) in enumerate(splits):
-        member = fit_regressor(X[train], y[train], model, seed + i, params)
+    jobs = [
+        lambda i=i, t=t: fit_regressor(X[t], y[t], model, seed + i, params) for i, (t, _) in enumerate(splits)
+    ]
+    *members, full = _in_threads([*jobs, lambda: fit_regressor(X, y, model, seed, params)])
+    oof = np.empty(len(y))
+    for member, (_, test) in zip(members, splits, strict=True):
         oof[test] = member.predict(X[test])
-        members.append(member)
     rho, mae = score(y, oof)
     report = CVReport(rho, mae, len(y), len(splits), oof)
     logger.info("%s fit on %d runs: CV spearman %.4f, MAE %.4g", model, len(y), rho, mae)
-    return CVEnsemble(fit_regressor(X, y, model, seed, params), tuple(members), report)
+    return CVEnsemble(full, tuple(members), report)
 
 
 def cross_validate(

@@ -5,10 +5,12 @@ claim in the database makes sure a run is still trained only once. Planning has 
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from app.core.config import get_settings
 from app.services.dispatch import set_dispatcher
 from workers.dispatch import CeleryDispatcher
+from workers.priority import lower_this_thread
 
 TRAIN_QUEUE, PLAN_QUEUE = "mixlab", "mixlab-plan"
 
@@ -27,3 +29,9 @@ celery_app.conf.update(
     beat_schedule_filename=str(settings.storage_dir / "celerybeat-schedule"),
 )
 set_dispatcher(CeleryDispatcher())  # tasks hand their follow-up work to Celery too
+
+
+@worker_process_init.connect
+def _background_priority(**_: object) -> None:
+    """Each pool process only plans and trains: it yields to an API served on the same machine."""
+    lower_this_thread()

@@ -23,6 +23,7 @@ from app.services.dispatch import Dispatcher, Polling, set_dispatcher
 from app.status import ExperimentStatus, PlanJob
 from workers import execution
 from workers.planner import plan
+from workers.priority import lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class _Loop:
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
+        lower_this_thread()  # requests served by this process come first
         while not self._stop.is_set():
             try:
                 busy = self._step()

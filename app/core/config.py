@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     planner_lease_s: float = 120.0
     planner_lookahead: int = 2
     planner_max_lookahead: int = 1024
+    background_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="planning and training threads run this much nicer than serving (0: same priority)",
+    )
     refit_growth: float = Field(
         default=0.1, description="refit once the history grew by this share (or by parallelism runs)"
     )

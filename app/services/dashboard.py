@@ -3,12 +3,14 @@ field. Nothing here fits a model: the fit plot comes from the planner's latest r
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, undefer
 
 from app.models import Experiment, OnlineSession, Recommendation, Run, utcnow
@@ -130,14 +132,66 @@ def _best_steps(at_target: list[tuple[int, float]]) -> tuple[list[int], list[flo
     return order, best
 
 
+class _PlotCache:
+    """Dashboards by version, per process: the plots change only when a run succeeds, the planner stores a
+    recommendation or an online session updates, so a page polled by many viewers at a 10,000-run history
+    reads a few counters per GET instead of thousands of rows (the summary is always read fresh)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], Dashboard] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> Dashboard | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple[Any, ...], value: Dashboard) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_plots = _PlotCache()
+
+
+def _version(session: Session, experiment: Experiment, rec: Recommendation | None) -> tuple[Any, ...]:
+    """Changes whenever a plot would: succeeded is a final status, so count and newest id identify the set."""
+    n_succeeded, newest = session.execute(
+        select(func.count(), func.max(Run.id)).where(
+            Run.experiment_id == experiment.id, Run.status == RunStatus.SUCCEEDED
+        )
+    ).one()
+    n_sessions, session_change = session.execute(
+        select(func.count(), func.max(OnlineSession.updated_at)).where(
+            OnlineSession.experiment_id == experiment.id
+        )
+    ).one()
+    where = (str(session.get_bind().engine.url), experiment.id, experiment.created_at)
+    return (*where, n_succeeded, newest, rec.id if rec else None, n_sessions, session_change, MAX_PLOT_RUNS)
+
+
 def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
+    rec = latest_recommendation(session=session, experiment=experiment)
+    key = _version(session, experiment, rec)
+    cached = _plots.get(key)
+    if cached is None:
+        cached = _draw(session, experiment, rec)
+        _plots.put(key, cached)
+    return cached.model_copy(update={"experiment": summary(session, experiment)})
+
+
+def _draw(session: Session, experiment: Experiment, rec: Recommendation | None) -> Dashboard:
     names = experiment.domain_names
     fidelities = [f.name for f in experiment.fidelities]
     target_fid = fidelities[-1]
     plotted = _plotted(session, experiment)
     rows = plotted.rows
     at_target = [r for r in rows if r.fidelity == target_fid]
-    rec = latest_recommendation(session=session, experiment=experiment)
     return Dashboard(
         experiment=summary(session, experiment),
         domains=names,

@@ -226,6 +226,26 @@ def test_plots_sample_evenly_and_say_so(api, auth, monkeypatch) -> None:  # type
     assert d["history"]["best_loss"] == full["history"]["best_loss"]
 
 
+def test_a_cached_dashboard_follows_every_change(api, auth) -> None:  # type: ignore[no-untyped-def]
+    exp = populate(api, auth, n_big=8, n_small=0)
+    url = f"{exp['base']}/dashboard"
+    first = api.get(url, headers=auth).json()
+    assert api.get(url, headers=auth).json() == first  # nothing changed: the same plots
+    asked = api.post(f"{exp['base']}/ask", params={"wait": 30}, headers=auth).json()
+    body = {"lease_token": asked["lease_token"], "losses": fake_losses(asked["run"]["weights"])}
+    assert api.post(f"{exp['base']}/runs/{asked['run']['id']}/result", json=body, headers=auth).is_success
+    told = api.get(url, headers=auth).json()
+    assert told["runs_used"] == first["runs_used"] + 1
+    assert asked["run"]["id"] in told["history"]["series"][-1]["run_ids"]
+    online = f"{exp['base']}/online-sessions"
+    sid = api.get(online, headers=auth).json()[0]["id"]
+    update = {"step": 40, "losses": {d: 2.0 for d in DOMAINS}, "reference_losses": {d: 2.0 for d in DOMAINS}}
+    assert api.post(f"{online}/{sid}/update", json=update, headers=auth).is_success
+    assert api.get(url, headers=auth).json()["online"][0]["steps"][-1] == 40
+    renamed = api.patch(exp["base"], json={"name": "renamed"}, headers=auth)
+    assert renamed.is_success and api.get(url, headers=auth).json()["experiment"]["name"] == "renamed"
+
+
 def test_exports_match_the_recommendation(api, auth, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     exp = populate(api, auth, n_big=6, n_small=0)
     rec = api.get(f"{exp['base']}/recommendation", headers=auth).json()
