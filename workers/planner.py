@@ -114,13 +114,14 @@ def _strategy(experiment: Experiment) -> Strategy:
 def next_queue_target(previous: int, ready: int, executor: str, settings: Settings) -> int:
     """How many proposed runs to keep ready beyond ``parallelism`` (external experiments only).
 
-    Doubles when clients drained the ready runs since the last pass, shrinks slowly while more than half
-    were left over: at 10 asks a second a fit of 2 s needs ~20 runs ready, at real training speeds 2.
+    Doubles when clients (nearly) drained the ready runs since the last pass, shrinks slowly while more
+    than half were left over: at 10 asks a second a fit of 2 s needs ~20 runs ready, at real training
+    speeds 2.
     """
     if executor != Executor.EXTERNAL:
         return 0
     low, high = settings.planner_lookahead, settings.planner_max_lookahead
-    if ready == 0:
+    if ready <= previous // 4:
         return min(high, max(low, 2 * previous))
     if ready > previous // 2:
         return max(low, previous * 3 // 4)

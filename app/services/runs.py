@@ -380,7 +380,7 @@ def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run
                 code="no_run_ready",
             )
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+        delay = min(delay * 1.5, 0.1)
 
 
 def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None:
