@@ -164,9 +164,7 @@ def lock_running(session: Session, experiment_id: int) -> Experiment | None:
     experiment if it is still running, else None: a planner writes nothing for a finished one."""
     # A non-key column: on Postgres this is FOR NO KEY UPDATE, which does not wait for (or block) the
     # foreign-key checks of tells and asks touching the experiment's runs; assigning the id would.
-    session.execute(
-        update(Experiment).where(Experiment.id == experiment_id).values(status=Experiment.status)
-    )
+    session.execute(update(Experiment).where(Experiment.id == experiment_id).values(status=Experiment.status))
     experiment = session.get(Experiment, experiment_id, populate_existing=True)
     return experiment if experiment is not None and experiment.status == ExperimentStatus.RUNNING else None
 
