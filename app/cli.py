@@ -370,9 +370,11 @@ def experiment_recommendation(
     key: Key = "",
     wait: Annotated[bool, typer.Option(help="wait until the experiment is done")] = False,
 ) -> None:
-    """The recommended mixture, as JSON."""
+    """The recommended mixture, as JSON; its warnings (why it may not hold) also go to stderr."""
     rec = _client(url, key).experiment(experiment_id).recommendation(wait=wait)
     typer.echo(json.dumps(rec, indent=2))
+    for warning in rec.get("warnings", []):
+        typer.echo(f"warning ({warning['code']}): {warning['message']}", err=True)
 
 
 def _mount_regress() -> None:

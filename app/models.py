@@ -227,6 +227,9 @@ class Recommendation(Base):
     std: Mapped[float | None] = mapped_column(Float, nullable=True)
     diagnostics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     alternatives: Mapped[list[Any]] = mapped_column(default=list)
+    warnings: Mapped[list[Any]] = mapped_column(
+        default=list, server_default="[]"
+    )  # [{code, message}]: strategies/trust.py
     n_runs: Mapped[int] = mapped_column(Integer)
     final: Mapped[bool] = mapped_column(default=False)
     # The dashboard's out-of-fold fit plot (up to MAX_RUNS points): deferred, so reading a

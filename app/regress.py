@@ -5,13 +5,15 @@ Mounted in :mod:`app.cli` with ``cli.command("regress")(regress)``; ``regress_ap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from strategies.base import Fidelity, SearchSpace, StrategyError
+from strategies import trust
+from strategies.base import Fidelity, Observation, SearchSpace, StrategyError
 from strategies.regmix import MIN_RUNS, MixtureModel, RegMix
 from strategies.tabular import (
     Table,
@@ -91,7 +93,8 @@ def regress(
         weights = parse_target(target, loss.columns)
         space = _space(mix, weights, tokens, budget, max_epochs)
         strategy = RegMix(model=model.value, folds=folds, seed=seed)
-        fitted = strategy.fit(space, to_observations(mix, loss, weights, FIDELITY))
+        history = to_observations(mix, loss, weights, FIDELITY)
+        fitted = strategy.fit(space, history)
         if fitted is None:
             raise StrategyError(f"{len(mix.index)} runs are too few to fit; RegMix needs at least {MIN_RUNS}")
         report = fitted.ensemble.report
@@ -111,13 +114,15 @@ def regress(
                 _write(out, text)
                 typer.echo(f"wrote {len(new.index)} predictions to {out}")
         if recommend:
-            _print_recommendation(strategy, space, fitted)
+            _print_recommendation(strategy, space, fitted, history)
     except StrategyError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from e
 
 
-def _print_recommendation(strategy: RegMix, space: SearchSpace, fitted: MixtureModel) -> None:
+def _print_recommendation(
+    strategy: RegMix, space: SearchSpace, fitted: MixtureModel, history: Sequence[Observation]
+) -> None:
     rec = strategy.optimise(space, fitted)
     _, hi = space.bounds(space.recommend_budget())
     prior = strategy.prior(space)
@@ -129,6 +134,8 @@ def _print_recommendation(strategy: RegMix, space: SearchSpace, fitted: MixtureM
         f"predicted loss: regmix {rec.predicted_loss:.4f} ± {rec.std:.4f}, "
         f"prior {rec.diagnostics['predicted_prior']:.4f}"
     )
+    for warning in trust.check(space, history, rec):
+        typer.echo(f"warning ({warning.code}): {warning.message}")
 
 
 regress_app = typer.Typer(help="Fit RegMix to RegMix-style CSVs of finished runs.")

@@ -146,7 +146,7 @@ def main() -> None:
             _, key = create_project(session=session, name="fuzz")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with processes(env, True, port, Path(tmp) / "server.log"):
+        with processes(env, True, port, Path(tmp) / "server.log", workers=1):
             seed(url, key)
             counts, report = fuzz(url, key, args, Path(tmp))
     print(report[-args.show :], file=sys.stderr)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
@@ -33,7 +34,8 @@ from app.services.dispatch import dispatcher
 from app.services.experiments import spent_budgets
 from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
 from strategies import Recommendation as StrategyRecommendation
-from strategies import Strategy, get_strategy
+from strategies import Strategy, get_strategy, trust
+from strategies.trust import TrustWarning
 
 log = logging.getLogger(__name__)
 _history = planning.HistoryCache()  # per process: a pass reads only the runs that succeeded since the last
@@ -182,9 +184,19 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
     return PassResult(queue_target=target)
 
 
-def _recommendation(experiment_id: int) -> tuple[StrategyRecommendation, dict[str, Any], int]:
-    """Fit the strategy's recommendation and the dashboard's fit plot on the newest history (no
-    transaction open while fitting); returns them with the number of runs they saw."""
+@dataclass(frozen=True)
+class Fitted:
+    """A recommendation as the planner stores it: with the fit plot, its warnings and the runs it saw."""
+
+    rec: StrategyRecommendation
+    fit: dict[str, Any]
+    warnings: list[TrustWarning]
+    n_runs: int
+
+
+def _recommendation(experiment_id: int) -> Fitted:
+    """Fit the strategy's recommendation, check it, and fit the dashboard's fit plot on the newest
+    history (no transaction open while fitting)."""
     with session_scope() as session:
         experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
@@ -195,13 +207,13 @@ def _recommendation(experiment_id: int) -> tuple[StrategyRecommendation, dict[st
         model = experiment.strategy_params.get("model")
     rec = strategy.recommend(space, hist)
     fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
-    return rec, fit, len(hist)
+    return Fitted(rec, fit, trust.check(space, hist, rec), len(hist))
 
 
 def _finish(claim: planning.Claim) -> None:
     """Budget spent and nothing live: the final recommendation, then done."""
     try:
-        rec, fit, n_runs = _recommendation(claim.experiment_id)
+        fitted = _recommendation(claim.experiment_id)
     except Exception as e:
         log.exception("final recommendation of experiment %s failed", claim.experiment_id)
         with session_scope() as session:
@@ -216,7 +228,7 @@ def _finish(claim: planning.Claim) -> None:
         counts = planning.run_counts(session, experiment.id)
         if counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0):
             return  # a run was retried meanwhile: not finished after all
-        planning.save_recommendation(session, experiment, rec, n_runs=n_runs, final=True, fit=fit)
+        _save(session, experiment, fitted, final=True)
         planning.finish(session, experiment, ExperimentStatus.DONE)
 
 
@@ -230,15 +242,27 @@ def _refit(claim: planning.Claim, settings: Settings) -> PassResult:
         if not planning.refit_due(experiment, n_runs, last, settings.refit_growth):
             return PassResult()
     try:
-        rec, fit, n_runs = _recommendation(claim.experiment_id)
+        fitted = _recommendation(claim.experiment_id)
     except Exception as e:  # an interim fit failing must not stop the search
         log.warning("interim refit of experiment %s failed: %s", claim.experiment_id, e)
         return PassResult(error=f"interim refit failed: {type(e).__name__}: {e}")
     with session_scope() as session:
         experiment = planning.lock_running(session, claim.experiment_id)
         if experiment is not None and planning.holds_lease(session, claim):
-            planning.save_recommendation(session, experiment, rec, n_runs=n_runs, final=False, fit=fit)
+            _save(session, experiment, fitted, final=False)
     return PassResult()
+
+
+def _save(session: Session, experiment: Experiment, fitted: Fitted, final: bool) -> None:
+    planning.save_recommendation(
+        session,
+        experiment,
+        fitted.rec,
+        n_runs=fitted.n_runs,
+        final=final,
+        fit=fitted.fit,
+        warnings=fitted.warnings,
+    )
 
 
 _PASSES = {PlanJob.PROPOSE: _propose, PlanJob.REFIT: _refit}

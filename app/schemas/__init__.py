@@ -300,6 +300,11 @@ class Page(BaseModel, Generic[T]):
     )
 
 
+class TrustWarningOut(BaseModel):
+    code: str
+    message: str
+
+
 class RecommendationOut(BaseModel):
     id: int
     experiment_id: int
@@ -309,6 +314,11 @@ class RecommendationOut(BaseModel):
     std: float | None
     diagnostics: dict[str, Any]
     alternatives: list[dict[str, Any]]
+    warnings: list[TrustWarningOut] = Field(
+        default_factory=list,
+        description="why the recommendation may not hold: low_cv_rho, extrapolation, far_from_data, "
+        "few_runs, epoch_cap (each with a message saying what was measured); empty when none applies",
+    )
     n_runs: int
     final: bool
     created_at: datetime

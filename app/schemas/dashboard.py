@@ -51,6 +51,7 @@ class MixtureBars(BaseModel):
     predicted_loss: float | None
     std: float | None
     cv_spearman: float | None
+    warnings: list[str]  # why not to trust it (strategies/trust.py), as messages
 
 
 class FitQuality(BaseModel):

@@ -261,6 +261,7 @@ def _mixture(experiment: Experiment, rec: Recommendation | None) -> MixtureBars 
         predicted_loss=rec.predicted_loss,
         std=rec.std,
         cv_spearman=float(spearman) if isinstance(spearman, int | float) else None,
+        warnings=[w["message"] for w in rec.warnings],
     )
 
 

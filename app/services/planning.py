@@ -14,7 +14,7 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,7 @@ from app.models import Experiment, PlannerJob, Recommendation, Run, utcnow
 from app.status import LIVE_RUNS, Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
 from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError
 from strategies import Recommendation as StrategyRecommendation
+from strategies.trust import TrustWarning
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,7 @@ def save_recommendation(
     n_runs: int,
     final: bool,
     fit: dict[str, Any] | None = None,
+    warnings: Sequence[TrustWarning] = (),
 ) -> Recommendation:
     row = Recommendation(
         experiment_id=experiment.id,
@@ -345,6 +347,7 @@ def save_recommendation(
         alternatives=[
             {"weights": list(map(float, w)), "predicted_loss": _finite(p)} for w, p in rec.alternatives
         ],
+        warnings=[{"code": w.code, "message": w.message} for w in warnings],
         n_runs=n_runs,
         final=final,
         fit=fit or {},

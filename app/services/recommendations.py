@@ -41,6 +41,7 @@ def recommendation_out(experiment: Experiment, rec: Recommendation) -> Recommend
             {"weights": dict(zip(names, a["weights"], strict=True)), "predicted_loss": a["predicted_loss"]}
             for a in rec.alternatives
         ],
+        warnings=rec.warnings,
         n_runs=rec.n_runs,
         final=rec.final,
         created_at=rec.created_at,

@@ -10,6 +10,7 @@ import pytest
 
 from tests.browser.conftest import ROOT, VIEWPORT, LiveServer, PageWatch
 from tests.integration.helpers import fake_losses
+from tests.integration.test_insights import populate
 
 pytestmark = pytest.mark.browser
 
@@ -280,4 +281,14 @@ def test_strategies_page_lists_every_strategy_and_its_parameters(live: LiveServe
     params = page.locator("#strategy-regmix tbody tr").all_inner_texts()
     assert any(p.startswith("n_search\tinteger") for p in params), params
     watch.screenshot("strategies")
+    assert watch.errors == []
+
+
+def test_a_recommendation_that_should_not_be_trusted_says_why(live: LiveServer, watch: PageWatch) -> None:
+    with live.api() as api:
+        few = populate(api, {"Authorization": f"Bearer {live.key}"}, n_big=5, n_small=0, seed=7, name="few")
+    _open_experiment(watch, live, few["id"])
+    page = watch.page
+    page.wait_for_selector("#mixture-warnings", state="visible")
+    assert "runs at fidelity 'big' for 3 domains" in page.inner_text("#mixture-warnings")
     assert watch.errors == []

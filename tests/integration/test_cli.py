@@ -101,3 +101,13 @@ def test_list_start_runs_export_cancel_delete(mixlab: Any, tmp_path: Path) -> No
     deleted = mixlab("delete", str(exp["id"]), "--yes")
     assert deleted.returncode == 0 and f"deleted experiment {exp['id']}" in deleted.stdout
     assert json.loads(mixlab("list", "--json").stdout) == []
+
+
+def test_recommendation_prints_json_and_its_warnings(mixlab: Any, api: Any, auth: dict[str, str]) -> None:
+    from tests.integration.test_insights import populate
+
+    few = populate(api, auth, n_big=5, n_small=0)  # too few runs for 3 domains
+    shown = mixlab("recommendation", str(few["id"]))
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["experiment_id"] == few["id"]  # stdout stays JSON
+    assert "runs at fidelity 'big' for 3 domains" in shown.stderr and "warning (few_runs): " in shown.stderr

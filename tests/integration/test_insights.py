@@ -246,6 +246,17 @@ def test_a_cached_dashboard_follows_every_change(api, auth) -> None:  # type: ig
     assert renamed.is_success and api.get(url, headers=auth).json()["experiment"]["name"] == "renamed"
 
 
+def test_recommendations_carry_their_warnings_to_the_api_and_dashboard(api, auth) -> None:  # type: ignore[no-untyped-def]
+    few = populate(api, auth, n_big=5, n_small=0)  # 6 runs for 3 domains: too few to trust
+    rec = api.get(f"{few['base']}/recommendation", headers=auth).json()
+    codes = [w["code"] for w in rec["warnings"]]
+    assert "few_runs" in codes and all(w["message"] for w in rec["warnings"])
+    mix = api.get(f"{few['base']}/dashboard", headers=auth).json()["mixture"]
+    assert mix["warnings"] == [w["message"] for w in rec["warnings"]]
+    many = populate(api, auth, n_big=40, n_small=0, seed=3)
+    assert api.get(f"{many['base']}/recommendation", headers=auth).json()["warnings"] == []
+
+
 def test_exports_match_the_recommendation(api, auth, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     exp = populate(api, auth, n_big=6, n_small=0)
     rec = api.get(f"{exp['base']}/recommendation", headers=auth).json()

@@ -148,3 +148,16 @@ def test_mounts_as_a_subcommand() -> None:
     app.command("other")(lambda: None)
     result = runner.invoke(app, ["regress", "--help"])
     assert result.exit_code == 0 and "--mixtures" in result.output and "--recommend" in result.output
+
+
+def test_a_recommendation_from_a_weak_fit_says_so(files: dict[str, Path], tmp_path: Path) -> None:
+    """The issue's case: a linear fit on a small table recommends one domain far below anything observed."""
+    few = head(DATA / "train_mixture_1m.csv", tmp_path / "few_m.csv", 12)
+    few_losses = head(DATA / "train_pile_loss_1m.csv", tmp_path / "few_l.csv", 12)
+    args = ["--mixtures", few, "--losses", few_losses, "--target", TARGET, "--model", "linear", "--recommend"]
+    result = runner.invoke(regress_app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    codes = {
+        line.split("(")[1].split(")")[0] for line in result.output.splitlines() if line.startswith("warning")
+    }
+    assert {"few_runs", "extrapolation"} <= codes, result.output

@@ -52,6 +52,14 @@
     const el = $("plot-mixture");
     $("exports").hidden = !mix;
     $("hf-snippet").hidden = !mix;
+    const warnings = $("mixture-warnings");
+    warnings.textContent = "";
+    for (const text of mix ? mix.warnings : []) {
+      const li = document.createElement("li");
+      li.textContent = text;
+      warnings.appendChild(li);
+    }
+    warnings.hidden = !warnings.children.length;
     if (!mix) return m.note(el, "No recommendation yet: it appears after the first batch of runs.");
     const traces = [{type: "bar", name: "recommended", x: d.domains, y: mix.recommended,
                      marker: {color: TARGET_COLOUR}, hovertemplate: "%{x}: %{y:.3f}<extra>recommended</extra>"}];
