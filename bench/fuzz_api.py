@@ -12,8 +12,9 @@ draft, then runs ``schemathesis run`` against ``/openapi.json`` with the project
   (``positive_data_acceptance``: a 404 for a random id or a 409 for the experiment's state is an
   answer, not a rejection). One exemption, written in the generated config: a 422 from the
   operations whose bodies are keyed by the experiment's own domain names or must sum to 1 (create,
-  result, import, online update), must be real text in the named format (corpus uploads) or depend
-  on the strategy named (online-session parameters), rules a static schema cannot state;
+  result, import, online update, a heartbeat's per-domain eval losses), must be real text in the
+  named format (corpus uploads) or depend on the strategy named (online-session parameters), rules a
+  static schema cannot state;
 - also response-schema, content-type, Allow-header and unsupported-method failures (``other``), and
   requests that got no answer at all (``errors``).
 
@@ -56,7 +57,7 @@ CONFIG = """
 expected-statuses = ["2xx", 401, 403, 404, 409]
 
 [[operations]]
-include-path-regex = "^/api/v1/experiments$|/result$|/runs/import$|/update$|/corpus$|/online-sessions$"
+include-path-regex = "^/api/v1/experiments$|/result$|/import$|/update$|/heartbeat$|/corpus$|/online-sessions$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422]
 """
 
