@@ -88,7 +88,7 @@ class Climb:
             doubling each later round (higher = tighter)
         n_elite: best runs so far (lowest target loss at the search fidelity) the local draws centre on
         min_distance: least L1 distance from a proposal to the others and to runs already made
-        model: the predictor's regressor, "lightgbm" or "linear"
+        model: the predictor's regressor, "lightgbm", "linear", "gp" or "ensemble" (see RegMix)
         folds: cross-validation folds of the predictor's fit (at least 2)
         fidelity: name of the fidelity to search at and to fit the predictor on first; default: the target
         seed: seed of the predictor's fits and of the recommendation search (proposals use each call's seed)

@@ -72,7 +72,8 @@ class RegMix:
     paper's fits used 512; histories up to ``max_fit`` are unaffected.
 
     Parameters:
-        model: regressor of loss on weights, "lightgbm" or "linear"
+        model: regressor of loss on weights: "lightgbm", "linear", "gp" (on √weights, slower) or
+            "ensemble" (mean of lightgbm and gp)
         concentrations: Dirichlet strengths around the prior for proposals and the recommendation search
             (low = sparse); default: 15 values log-spaced from 0.1 to 5
         min_weight: weights below it are zeroed and their mass given to the others, in [0, 0.5)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from strategies.base import StrategyError
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("lightgbm", "linear")
+MODELS = ("lightgbm", "linear", "gp", "ensemble")
 
 # LightGBM settings (all overridable through ``params``). min_child_samples is scaled down for small n.
 # Unless ``params`` sets ``extra_trees``, one booster of each kind is fitted and their mean predicted.
@@ -112,7 +113,65 @@ def _linear(X: np.ndarray, y: np.ndarray, seed: int, params: Mapping[str, Any]) 
     return LinearRegression(**params).fit(X, y)
 
 
-_FITTERS = {"lightgbm": _lightgbm, "linear": _linear}
+GP_MAX_ROWS = 1024  # exact GP fits cost O(n³): beyond this a seeded subset is fitted
+# L-BFGS steps on the kernel hyperparameters, capped for time: at 512 runs x 17 domains a fit takes ~5 s
+# (python bench/regmix_fit.py --quick), ~13 s when run to convergence.
+GP_MAXITER = 30
+
+
+def _lbfgs(objective: Any, initial: np.ndarray, bounds: Any, maxiter: int) -> tuple[np.ndarray, float]:
+    from scipy.optimize import minimize
+
+    res = minimize(
+        objective, initial, method="L-BFGS-B", jac=True, bounds=bounds, options={"maxiter": maxiter}
+    )
+    return res.x, float(res.fun)
+
+
+@dataclass(frozen=True)
+class OnSqrtWeights:
+    """A model fitted on √weights: the root spreads out small weights, where loss changes fastest."""
+
+    model: Any
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(np.sqrt(np.clip(X, 0.0, None))), dtype=float)
+
+
+def _gp(X: np.ndarray, y: np.ndarray, seed: int, params: Mapping[str, Any]) -> Regressor:
+    """Gaussian process on √weights: Matérn-5/2 with one length scale per domain (ARD) plus noise."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    # A length scale at its upper bound means "this domain does not matter": expected, not a problem.
+    warnings.filterwarnings("ignore", category=ConvergenceWarning, module="sklearn.gaussian_process")
+
+    rows = np.arange(len(y))
+    max_rows = int(params.get("max_rows", GP_MAX_ROWS))
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
+    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
+        length_scale=np.ones(X.shape[1]), length_scale_bounds=(1e-2, 1e3), nu=2.5
+    ) + WhiteKernel(1e-3, (1e-9, 1.0))
+    gp = GaussianProcessRegressor(
+        kernel,
+        normalize_y=True,
+        optimizer=partial(_lbfgs, maxiter=int(params.get("maxiter", GP_MAXITER))),
+        n_restarts_optimizer=int(params.get("restarts", 0)),
+        random_state=seed,
+    )
+    return OnSqrtWeights(gp.fit(np.sqrt(X[rows]), y[rows]))
+
+
+def _ensemble(X: np.ndarray, y: np.ndarray, seed: int, params: Mapping[str, Any]) -> Regressor:
+    """The mean of LightGBM and the GP: trees catch jumps (a weight leaving zero), the GP smoothness."""
+    return WeightedSum(
+        (_lightgbm(X, y, seed, params.get("lightgbm", {})), _gp(X, y, seed, params.get("gp", {}))), (0.5, 0.5)
+    )
+
+
+_FITTERS = {"lightgbm": _lightgbm, "linear": _linear, "gp": _gp, "ensemble": _ensemble}
 
 
 def check_model(model: str) -> str:
