@@ -304,11 +304,11 @@ def main() -> None:
     ap.add_argument(
         "--server-workers",
         type=int,
-        default=None,
-        help="`mixlab serve --workers`: default 2 on Postgres (one per core), 1 with --sqlite (embedded)",
+        default=1,
+        help="`mixlab serve --workers` (Postgres only; embedded mode has one process)",
     )
     args = ap.parse_args()
-    workers = args.server_workers or (1 if args.sqlite else 2)
+    workers = 1 if args.sqlite else args.server_workers
     if args.quick:
         args.seconds = min(args.seconds, 4.0)
     strategy = args.strategy or ("random" if args.quick else "regmix")
