@@ -60,8 +60,8 @@ def _in_threads(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
 
 
 def predict_rows(model: Regressor, X: np.ndarray) -> np.ndarray:
-    """``model.predict(X)``, its rows split over ``THREADS`` threads when there are many (a 30,000-point
-    search over LightGBM models is ~2x faster on 2 cores)."""
+    """``model.predict(X)``, its rows split over ``THREADS`` threads when there are many (RegMix's search
+    scores tens of thousands of mixtures)."""
     X = np.atleast_2d(X)
     if len(X) < PARALLEL_PREDICT_ROWS or THREADS == 1:
         return np.asarray(model.predict(X), dtype=float)
