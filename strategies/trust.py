@@ -74,7 +74,8 @@ def _extrapolation(
         TrustWarning(
             "extrapolation",
             f"predicted loss {rec.predicted_loss:.4f} is {gap:.4f} below the best observed at {fidelity!r} "
-            f"({best:.4f}), more than the model's error ({error:.4f}): it is extrapolating",
+            f"({best:.4f}), more than the model's error ({error:.4f}): the gain is an extrapolation; "
+            "train this mixture once to confirm it",
         )
     ]
 
