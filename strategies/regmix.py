@@ -68,8 +68,9 @@ class MixtureModel:
 class RegMix:
     """Regression-based mixture search; see the module docstring.
 
-    All parameters are JSON-friendly. On ``max_fit``: 10,000 runs took 39 s to recommend on 2 cores, the
-    paper's fits used 512; histories up to ``max_fit`` are unaffected.
+    All parameters are JSON-friendly. On ``max_fit``: the paper's fits used 512 runs; a refit on 4,096 takes
+    tens of seconds on 2 cores (``import_to_rec_s`` of ``python bench/api_load.py``), and histories up to
+    ``max_fit`` are unaffected.
 
     Parameters:
         model: regressor of loss on weights: "lightgbm", "linear", "gp" (on √weights, slower) or
