@@ -130,4 +130,6 @@ def _report(exp: dict[str, Any], rec: dict[str, Any]) -> None:
         mae = diag.get("cv_mae", float("nan"))
         print(f"  fit: cross-validated Spearman {diag['cv_spearman']:.3f}, MAE {mae:.4f}")
     print(f"  best observed target loss {exp['best_loss']:.4f}")
+    for warning in rec.get("warnings", []):
+        print(f"  warning ({warning['code']}): {warning['message']}")
     print(f"  (read back over HTTP from {os.environ['MIXLAB_DATABASE_URL']})")

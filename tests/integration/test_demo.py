@@ -25,3 +25,4 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert set(rec["weights"]) == {"sports", "politics", "code", "legal"}
     assert abs(sum(rec["weights"].values()) - 1) < 1e-6
     assert "recommended mixture" in out and "runs done   2/2" in out
+    assert "warning (few_runs): 2 runs" in out  # two runs for four domains: the demo says not to trust it
