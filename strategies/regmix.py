@@ -30,7 +30,7 @@ from strategies.base import (
     StrategyError,
     at_fidelity,
 )
-from strategies.regression import CVEnsemble, check_model, combine, fit_with_cv
+from strategies.regression import CVEnsemble, check_model, combine, fit_with_cv, seeded_subset
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,7 @@ class RegMix:
             if per_domain:
                 obs = [o for o in obs if all(np.isfinite(o.losses[d]) for d in targets)]
             if len(obs) > self.max_fit:
-                keep = np.random.default_rng(self.seed).choice(len(obs), self.max_fit, replace=False)
-                obs = [obs[j] for j in np.sort(keep)]
+                obs = [obs[j] for j in seeded_subset(len(obs), self.max_fit, self.seed)]
             if len(obs) >= MIN_RUNS:
                 return self._fit_runs(space, obs, i, per_domain, targets)
         return None

@@ -59,6 +59,14 @@ def _in_threads(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
         return list(pool.map(lambda job: job(), jobs))
 
 
+def seeded_subset(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``k`` of ``n`` rows drawn with ``seed`` (all ``n`` when ``k >= n``): the same
+    rows for the same call, so capped fits stay deterministic."""
+    if k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
 def predict_rows(model: Regressor, X: np.ndarray) -> np.ndarray:
     """``model.predict(X)``, its rows split over ``THREADS`` threads when there are many (RegMix's search
     scores tens of thousands of mixtures)."""
@@ -147,10 +155,7 @@ def _gp(X: np.ndarray, y: np.ndarray, seed: int, params: Mapping[str, Any]) -> R
     # A length scale at its upper bound means "this domain does not matter": expected, not a problem.
     warnings.filterwarnings("ignore", category=ConvergenceWarning, module="sklearn.gaussian_process")
 
-    rows = np.arange(len(y))
-    max_rows = int(params.get("max_rows", GP_MAX_ROWS))
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
+    rows = seeded_subset(len(y), int(params.get("max_rows", GP_MAX_ROWS)), seed)
     kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
         length_scale=np.ones(X.shape[1]), length_scale_bounds=(1e-2, 1e3), nu=2.5
     ) + WhiteKernel(1e-3, (1e-9, 1.0))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from strategies.base import Observation, Recommendation, SearchSpace, at_fidelity
+from strategies.regression import seeded_subset
 
 MIN_CV_SPEARMAN = 0.5  # below it the model's ranking of mixtures is little better than chance
 MIN_RUNS_PER_DOMAIN = 3  # RegMix fits hundreds of runs for 17 domains; 3 per domain is a bare minimum
@@ -101,9 +102,8 @@ def _typical_gap(X: np.ndarray, sample: int = 500) -> float:
     """Median L1 distance from a run to its nearest other run (on a sample of runs: O(sample · n))."""
     if len(X) < 2:
         return 0.0
-    rows = np.random.default_rng(0).choice(len(X), min(sample, len(X)), replace=False)
     gaps = []
-    for i in rows:
+    for i in seeded_subset(len(X), sample, seed=0):
         dist = np.abs(X - X[i]).sum(axis=1)
         dist[i] = np.inf
         gaps.append(dist.min())

@@ -60,18 +60,28 @@ def with_last_step(progress: dict[str, Any], points: Sequence[CurvePoint]) -> di
     return progress
 
 
-def eta_s(run: Run, now: datetime) -> float | None:
-    """Seconds left for a running run at the rate it has trained so far, or None when unknown."""
+def _steps(run: Run) -> tuple[int, int] | None:
+    """(step, total_steps) a running run last reported, when both are integers."""
     p = run.progress or {}
     step, total = p.get("step"), p.get("total_steps")
-    if (
-        run.status != RunStatus.RUNNING
-        or run.started_at is None
-        or run.heartbeat_at is None
-        or not isinstance(step, int)
-        or not isinstance(total, int)
-        or not 0 < step <= total
-    ):
+    if run.status != RunStatus.RUNNING or not isinstance(step, int) or not isinstance(total, int):
         return None
+    return step, total
+
+
+def done_fraction(run: Run) -> float | None:
+    """How much of a running run's steps are done, or None when it reports no steps."""
+    steps = _steps(run)
+    if steps is None or steps[1] <= 0:
+        return None
+    return min(1.0, steps[0] / steps[1])
+
+
+def eta_s(run: Run, now: datetime) -> float | None:
+    """Seconds left for a running run at the rate it has trained so far, or None when unknown."""
+    steps = _steps(run)
+    if steps is None or run.started_at is None or run.heartbeat_at is None or not 0 < steps[0] <= steps[1]:
+        return None
+    step, total = steps
     per_step = (run.heartbeat_at - run.started_at).total_seconds() / step
     return max(0.0, (total - step) * per_step - (now - run.heartbeat_at).total_seconds())

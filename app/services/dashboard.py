@@ -178,14 +178,17 @@ def _version(session: Session, experiment: Experiment, rec: Recommendation | Non
 def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     rec = latest_recommendation(session=session, experiment=experiment)
     key = _version(session, experiment, rec)
+    current = summary(session, experiment)
     cached = _plots.get(key)
     if cached is None:
-        cached = _draw(session, experiment, rec)
+        cached = _draw(session, experiment, rec, current)
         _plots.put(key, cached)
-    return cached.model_copy(update={"experiment": summary(session, experiment)})
+    return cached.model_copy(update={"experiment": current})
 
 
-def _draw(session: Session, experiment: Experiment, rec: Recommendation | None) -> Dashboard:
+def _draw(
+    session: Session, experiment: Experiment, rec: Recommendation | None, current: ExperimentSummary
+) -> Dashboard:
     names = experiment.domain_names
     fidelities = [f.name for f in experiment.fidelities]
     target_fid = fidelities[-1]
@@ -193,7 +196,7 @@ def _draw(session: Session, experiment: Experiment, rec: Recommendation | None) 
     rows = plotted.rows
     at_target = [r for r in rows if r.fidelity == target_fid]
     return Dashboard(
-        experiment=summary(session, experiment),
+        experiment=current,
         domains=names,
         target=experiment.target,
         runs_used=len(rows),
@@ -315,7 +318,7 @@ def runs_table(
                 attempts=r.attempts,
                 target_loss=r.target_loss,
                 duration_s=_duration(r),
-                done_fraction=_done_fraction(r),
+                done_fraction=curves.done_fraction(r),
                 eta_s=curves.eta_s(r, now),
                 error=r.error,
                 created_at=r.created_at,
@@ -326,26 +329,13 @@ def runs_table(
             LiveRun(
                 id=r.id,
                 fidelity=r.fidelity,
-                done_fraction=_done_fraction(r),
+                done_fraction=curves.done_fraction(r),
                 eta_s=curves.eta_s(r, now),
                 curve=_curve(r),
             )
             for r in running
         ],
     )
-
-
-def _done_fraction(run: Run) -> float | None:
-    p = run.progress or {}
-    step, total = p.get("step"), p.get("total_steps")
-    if (
-        run.status != RunStatus.RUNNING
-        or not isinstance(step, int)
-        or not isinstance(total, int)
-        or total <= 0
-    ):
-        return None
-    return min(1.0, step / total)
 
 
 def _curve(run: Run) -> Curve:

@@ -163,10 +163,15 @@
     return td;
   }
 
+  function progress(r) {  // "45% · ETA 2.0 min", or "" when the run reports no steps
+    const parts = [];
+    if (r.done_fraction !== null) parts.push(Math.round(100 * r.done_fraction) + "%");
+    if (r.eta_s !== null) parts.push("ETA " + m.duration(r.eta_s));
+    return parts.join(" · ");
+  }
+
   function progressText(r) {
-    if (r.done_fraction === null) return m.duration(r.duration_s);
-    const eta = r.eta_s === null ? "" : " · ETA " + m.duration(r.eta_s);
-    return Math.round(100 * r.done_fraction) + "%" + eta;
+    return r.done_fraction === null ? m.duration(r.duration_s) : progress(r);
   }
 
   function renderRuns(page) {
@@ -208,8 +213,7 @@
     if (!runs.length) return;
     m.draw($("plot-live"), runs.map((r) => ({
       type: "scatter", mode: "lines", x: r.curve.steps, y: r.curve.train_loss,
-      name: "run #" + r.id + " (" + r.fidelity + ")" + (r.done_fraction === null ? ""
-        : " · " + Math.round(100 * r.done_fraction) + "%") + (r.eta_s === null ? "" : " · ETA " + m.duration(r.eta_s)),
+      name: ["run #" + r.id + " (" + r.fidelity + ")", progress(r)].filter(Boolean).join(" · "),
       hovertemplate: "run #" + r.id + "<br>step %{x}<br>train loss %{y:.4f}<extra></extra>"})),
       m.layout({height: 300, xaxis: {title: {text: "step"}, gridcolor: "#eef0f3"},
                 yaxis: {title: {text: "training loss"}, gridcolor: "#eef0f3"},
