@@ -1,0 +1,249 @@
+"""Loss at scale: fit L(N, D) = E + A/N^α + B/D^β per mixture on a ladder of proxy runs, predict beyond it.
+
+N is the model's non-embedding parameter count and D its training tokens (Kaplan et al.; the
+Chinchilla form). Mixtures share α and β when that extrapolates better (the Data Mixing Laws' nested
+laws: the mixture moves the constants, the exponents are a property of the model family): with only
+two or three sizes and token budgets per mixture, five free parameters each would chase seed noise.
+
+For fixed exponents the law is linear in (E, A, B), so the fit is variable projection: an outer
+bounded ``scipy.optimize.least_squares`` over (α, β) and, inside, non-negative least squares for each
+mixture's constants. That is well-posed for any ladder and has no starting point for E to guess.
+
+Uncertainty is a residual bootstrap: refit on fitted values plus resampled residuals, predict, and add
+a resampled residual again, so the band is for the loss of one run at the target (seed noise
+included), not only for the mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import least_squares, nnls
+
+Exponents = Literal["auto", "shared", "separate"]
+EXPONENT_BOUNDS = (0.05, 1.5)
+BAND = 0.9  # central share of the bootstrap predictions the band holds
+N_BOOTSTRAP = 200
+
+
+@dataclass(frozen=True)
+class LadderPoint:
+    """One finished ladder run: which mixture, its model size and tokens, and its target loss."""
+
+    mixture: str
+    params: float
+    tokens: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class Law:
+    """One mixture's fitted law; ``predict`` takes raw N and D."""
+
+    e: float
+    a: float
+    alpha: float
+    b: float
+    beta: float
+    n0: float  # N and D are divided by these (the ladder's smallest) to keep the fit well scaled
+    d0: float
+
+    def predict(self, params: float | np.ndarray, tokens: float | np.ndarray) -> np.ndarray:
+        n = np.asarray(params, dtype=float) / self.n0
+        d = np.asarray(tokens, dtype=float) / self.d0
+        return np.asarray(self.e + self.a * n**-self.alpha + self.b * d**-self.beta)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    loss: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    laws: Mapping[str, Law]
+    exponents: Literal["shared", "separate"]
+    rmse: float  # in-sample, over all points
+    residuals: tuple[float, ...] = field(repr=False)
+    boot: Mapping[str, tuple[Law, ...]] = field(repr=False)  # bootstrap refits per mixture
+    seed: int = 0
+
+    def predict(self, mixture: str, params: float, tokens: float) -> Prediction:
+        """Loss of one run of ``mixture`` at N=``params``, D=``tokens``, with a ``BAND`` interval."""
+        law = self.laws[mixture]
+        mean = float(law.predict(params, tokens))
+        rng = np.random.default_rng(self.seed)
+        boots = np.array([float(b.predict(params, tokens)) for b in self.boot.get(mixture, ())])
+        if len(boots) == 0:
+            return Prediction(mean, mean, mean)
+        draws = boots + rng.choice(np.asarray(self.residuals), size=len(boots))
+        tail = (1 - BAND) / 2 * 100
+        low, high = np.percentile(draws, [tail, 100 - tail])
+        return Prediction(mean, float(min(low, mean)), float(max(high, mean)))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "exponents": self.exponents,
+            "rmse": self.rmse,
+            "laws": {
+                m: {"E": law.e, "A": law.a, "alpha": law.alpha, "B": law.b, "beta": law.beta}
+                for m, law in self.laws.items()
+            },
+            "n0": next(iter(self.laws.values())).n0,
+            "d0": next(iter(self.laws.values())).d0,
+        }
+
+
+class ScalingLawError(ValueError):
+    """The ladder cannot support a fit (too few points or sizes)."""
+
+
+def fit_scaling_law(
+    points: Sequence[LadderPoint],
+    *,
+    exponents: Exponents = "auto",
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> ScalingFit:
+    """Fit every mixture's law on ``points``; ``auto`` keeps shared exponents unless separate ones
+    predict each mixture's largest-compute rung better when it is held out."""
+    _check(points)
+    n0 = min(p.params for p in points)
+    d0 = min(p.tokens for p in points)
+    if exponents == "auto":
+        exponents = _choose_exponents(points, n0, d0)
+    laws = _fit(points, exponents, n0, d0)
+    fitted = np.array([float(laws[p.mixture].predict(p.params, p.tokens)) for p in points])
+    y = np.array([p.loss for p in points])
+    residuals = y - fitted
+    # Residuals shrink in the fit by the parameters it spent; inflate them back (the usual leverage fix).
+    n_free = 2 * (1 if exponents == "shared" else len(laws)) + 3 * len(laws)
+    scale = math.sqrt(len(points) / max(1, len(points) - n_free))
+    residuals = residuals * scale
+    rng = np.random.default_rng(seed)
+    boot: dict[str, list[Law]] = {m: [] for m in laws}
+    for _ in range(n_bootstrap):
+        y_b = fitted + rng.choice(residuals, size=len(points))
+        resampled = [
+            LadderPoint(p.mixture, p.params, p.tokens, float(v)) for p, v in zip(points, y_b, strict=True)
+        ]
+        for m, law in _fit(resampled, exponents, n0, d0, laws).items():
+            boot[m].append(law)
+    return ScalingFit(
+        laws=laws,
+        exponents=exponents,
+        rmse=float(np.sqrt(np.mean((y - fitted) ** 2))),
+        residuals=tuple(float(r) for r in residuals),
+        boot={m: tuple(v) for m, v in boot.items()},
+        seed=seed,
+    )
+
+
+def holdout_largest(points: Sequence[LadderPoint]) -> tuple[list[LadderPoint], list[LadderPoint]]:
+    """Split each mixture's ladder into (fit on, held out): held out are the runs at its largest-compute
+    (N·D) rung, all seeds of it."""
+    train: list[LadderPoint] = []
+    held: list[LadderPoint] = []
+    for m in _mixtures(points):
+        mine = [p for p in points if p.mixture == m]
+        top = max(p.params * p.tokens for p in mine)
+        for p in mine:
+            (held if p.params * p.tokens >= top * (1 - 1e-9) else train).append(p)
+    return train, held
+
+
+def _check(points: Sequence[LadderPoint]) -> None:
+    if not points:
+        raise ScalingLawError("no ladder runs have finished yet")
+    for p in points:
+        if not (p.params > 0 and p.tokens > 0 and math.isfinite(p.loss) and p.loss > 0):
+            raise ScalingLawError(f"ladder point {p} needs positive params, tokens and loss")
+    for m in _mixtures(points):
+        mine = [p for p in points if p.mixture == m]
+        sizes = {p.params for p in mine}
+        budgets = {p.tokens for p in mine}
+        if len(sizes) < 2 or len(budgets) < 2:
+            raise ScalingLawError(
+                f"mixture {m!r} has {len(sizes)} model size(s) and {len(budgets)} token budget(s) on the "
+                "ladder; a law in N and D needs at least two of each"
+            )
+
+
+def _mixtures(points: Sequence[LadderPoint]) -> list[str]:
+    return list(dict.fromkeys(p.mixture for p in points))
+
+
+def _choose_exponents(points: Sequence[LadderPoint], n0: float, d0: float) -> Literal["shared", "separate"]:
+    train, held = holdout_largest(points)
+    try:
+        _check(train)
+    except ScalingLawError:
+        return "shared"  # too short a ladder to hold a rung out: the simpler law
+    errors = {}
+    for kind in ("shared", "separate"):
+        laws = _fit(train, kind, n0, d0)
+        errors[kind] = float(
+            np.mean([(laws[p.mixture].predict(p.params, p.tokens) - p.loss) ** 2 for p in held])
+        )
+    return "separate" if errors["separate"] < errors["shared"] else "shared"
+
+
+def _fit(
+    points: Sequence[LadderPoint],
+    exponents: Literal["shared", "separate"],
+    n0: float,
+    d0: float,
+    start: Mapping[str, Law] | None = None,
+) -> dict[str, Law]:
+    """``start``: a fit to begin the exponent search from (bootstrap refits), instead of a grid."""
+    if exponents == "shared":
+        first = next(iter(start.values())) if start else None
+        return _fit_group(points, n0, d0, first)
+    laws: dict[str, Law] = {}
+    for m in _mixtures(points):
+        laws.update(_fit_group([p for p in points if p.mixture == m], n0, d0, start[m] if start else None))
+    return laws
+
+
+def _fit_group(
+    points: Sequence[LadderPoint], n0: float, d0: float, start: Law | None = None
+) -> dict[str, Law]:
+    """One (α, β) for every mixture in ``points``; NNLS constants per mixture for each trial (α, β)."""
+    mixtures = _mixtures(points)
+    groups = [[p for p in points if p.mixture == m] for m in mixtures]
+    logs = [
+        (np.log(np.array([p.params / n0 for p in g])), np.log(np.array([p.tokens / d0 for p in g])))
+        for g in groups
+    ]
+    ys = [np.array([p.loss for p in g]) for g in groups]
+
+    def constants(alpha: float, beta: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for (log_n, log_d), y in zip(logs, ys, strict=True):
+            design = np.column_stack([np.ones_like(y), np.exp(-alpha * log_n), np.exp(-beta * log_d)])
+            coef, _ = nnls(design, y)
+            out.append((coef, y - design @ coef))
+        return out
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([r for _, r in constants(float(x[0]), float(x[1]))])
+
+    lo, hi = EXPONENT_BOUNDS
+    if start is not None:
+        x0 = (start.alpha, start.beta)
+    else:  # the SSE surface in (α, β) can have several valleys: begin in the best cell of a grid
+        grid = np.linspace(lo + 0.05, hi - 0.05, 6)
+        x0 = min(
+            ((a, b) for a in grid for b in grid), key=lambda ab: float(np.sum(residuals(np.array(ab)) ** 2))
+        )
+    alpha, beta = least_squares(residuals, np.array(x0), bounds=([lo, lo], [hi, hi])).x
+    return {
+        m: Law(float(c[0]), float(c[1]), float(alpha), float(c[2]), float(beta), n0, d0)
+        for m, (c, _) in zip(mixtures, constants(float(alpha), float(beta)), strict=True)
+    }

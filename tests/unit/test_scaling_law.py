@@ -1,0 +1,62 @@
+"""The scaling-law fit: recovers a known law, extrapolates with an honest band, refuses short ladders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strategies.scaling_law import LadderPoint, ScalingLawError, fit_scaling_law, holdout_largest
+
+SIZES = (0.44e6, 2.46e6, 7.96e6)
+BUDGETS = (0.25e6, 0.5e6, 1e6)
+
+
+def law(e: float, a: float, alpha: float, b: float, beta: float, n: float, d: float) -> float:
+    return e + a * (n / SIZES[0]) ** -alpha + b * (d / BUDGETS[0]) ** -beta
+
+
+def ladder(truths: dict[str, tuple[float, ...]], noise: float = 0.0, seed: int = 0) -> list[LadderPoint]:
+    rng = np.random.default_rng(seed)
+    return [
+        LadderPoint(m, n, d, law(*t, n, d) + noise * rng.standard_normal())
+        for m, t in truths.items()
+        for n in SIZES
+        for d in BUDGETS
+    ]
+
+
+SHARED = {"a": (2.0, 1.2, 0.3, 2.5, 0.25), "b": (2.1, 1.0, 0.3, 2.0, 0.25), "c": (1.9, 1.5, 0.3, 3.0, 0.25)}
+
+
+def test_noiseless_ladder_recovers_the_law_far_beyond_it() -> None:
+    fit = fit_scaling_law(ladder(SHARED), n_bootstrap=20)
+    assert fit.exponents == "shared"
+    for m, t in SHARED.items():
+        truth = law(*t, 1e9, 1e11)
+        assert fit.predict(m, 1e9, 1e11).loss == pytest.approx(truth, rel=1e-3)
+
+
+def test_band_covers_the_held_out_rung_under_seed_noise() -> None:
+    train, held = holdout_largest(ladder(SHARED, noise=0.01, seed=3))
+    assert {(p.params, p.tokens) for p in held} == {(SIZES[-1], BUDGETS[-1])}
+    assert len(train) == 3 * 8
+    fit = fit_scaling_law(train, seed=1)
+    for p in held:
+        pred = fit.predict(p.mixture, p.params, p.tokens)
+        assert pred.low <= p.loss <= pred.high
+        assert pred.high - pred.low < 0.2  # a band, not the whole axis
+        assert abs(pred.loss - p.loss) / p.loss < 0.02
+
+
+def test_mixtures_with_their_own_exponents_get_separate_laws() -> None:
+    truths = {"steep": (2.0, 1.5, 0.9, 2.5, 0.8), "flat": (2.0, 1.5, 0.1, 2.5, 0.1)}
+    assert fit_scaling_law(ladder(truths), n_bootstrap=5).exponents == "separate"
+    assert fit_scaling_law(ladder(truths), exponents="shared", n_bootstrap=5).exponents == "shared"
+
+
+def test_a_ladder_with_one_size_is_refused_with_the_reason() -> None:
+    points = [LadderPoint("a", SIZES[0], d, 4.0 - i * 0.1) for i, d in enumerate(BUDGETS)]
+    with pytest.raises(ScalingLawError, match="1 model size"):
+        fit_scaling_law(points)
+    with pytest.raises(ScalingLawError, match="no ladder runs"):
+        fit_scaling_law([])
