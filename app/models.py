@@ -21,9 +21,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-from app.status import Executor, ExperimentStatus, RunOrigin, RunStatus
+from app.status import Executor, ExperimentStatus, RunOrigin, RunStatus, ScaleStatus
 
 MAX_ID = 2**31 - 1  # ids are 32-bit columns: a larger id names no row (404) and never reaches SQL
 
@@ -117,6 +118,7 @@ class Experiment(Base):
     fidelities: Mapped[list[FidelityInfo]] = mapped_column(FidelityList())  # cheapest first
     max_epochs: Mapped[float] = mapped_column(Float, default=4.0)
     target_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    target_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # non-embedding
     budget: Mapped[float] = mapped_column(Float)  # in target-fidelity-equivalent runs
     parallelism: Mapped[int] = mapped_column(Integer, default=4)
     seed: Mapped[int] = mapped_column(Integer, default=0)
@@ -190,6 +192,10 @@ class Run(Base):
     origin: Mapped[str] = mapped_column(String(16), default=RunOrigin.WORKER)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)
     planned_on: Mapped[int | None] = mapped_column(Integer, nullable=True)  # history size it was planned on
+    # A rung of a scale prediction's ladder, not a search run: strategies and search figures skip it.
+    ladder_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scale_prediction.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     counts_budget: Mapped[bool] = mapped_column(
         default=False, server_default=false()
     )  # imported, but paid for
@@ -211,6 +217,32 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+def search_run() -> ColumnElement[bool]:
+    """Runs of the mixture search (every run but a scale prediction's ladder)."""
+    return Run.ladder_id.is_(None)
+
+
+class ScalePrediction(Base):
+    """Loss at the user's target scale for a recommendation and baselines: a ladder of runs (presets ×
+    token budgets per mixture), then a scaling law fitted on them (``workers/scale_job.py``)."""
+
+    __tablename__ = "scale_prediction"
+    __table_args__ = (Index("ix_scale_prediction_experiment_id_id", "experiment_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"))
+    recommendation_id: Mapped[int] = mapped_column(ForeignKey("recommendation.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=ScaleStatus.RUNNING)
+    mixtures: Mapped[dict[str, Any]] = mapped_column()  # label → weights in domain order
+    rungs: Mapped[list[Any]] = mapped_column()  # [{preset, tokens, params, cost}]
+    seeds: Mapped[int] = mapped_column(Integer, default=1)
+    target_params: Mapped[int] = mapped_column(BigInteger)
+    target_tokens: Mapped[int] = mapped_column(BigInteger)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # fit, predictions, points; see scale_job
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 

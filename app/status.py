@@ -38,6 +38,16 @@ class Executor(StrEnum):
     EXTERNAL = "external"
 
 
+class ScaleStatus(StrEnum):
+    """A scale prediction: running (ladder runs training; ``result`` fills in as rungs finish) → done |
+    failed (a ladder too short to fit once its runs ended) | cancelled."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class PlanJob(StrEnum):
     """The two planner jobs of an experiment: fast proposals apart from slow refits, so asks never wait
     behind a recommendation fit."""

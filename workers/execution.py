@@ -29,8 +29,10 @@ from app.services import experiments as experiment_service
 from app.services import planning
 from app.services import runs as run_service
 from app.services.dispatch import dispatcher
+from app.services.scale_prediction import ladder_info
 from app.services.storage import checkpoint_path, prepared_dir
 from app.status import ExperimentStatus, RunStatus
+from workers import scale_job
 
 if TYPE_CHECKING:
     from proxy_models.train import RunConfig, TrainResult
@@ -62,7 +64,9 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
         assert run is not None
         experiment = session.get(Experiment, run.experiment_id)
         assert experiment is not None
-        fidelity = experiment.fidelity(run.fidelity)
+        ladder_id = run.ladder_id
+        created_with = dict(run.extra)  # e.g. a ladder run's mixture label: kept beside the training facts
+        fidelity = experiment.fidelity(run.fidelity) if ladder_id is None else ladder_info(run.fidelity)
         assert fidelity is not None and fidelity.preset is not None
         cost = fidelity.cost
         config = RunConfig(
@@ -120,6 +124,8 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
             delay = (run.not_before - utcnow()).total_seconds() if run and run.not_before else None
         if status == RunStatus.FAILED:
             dispatcher().plan(experiment_id)
+            if ladder_id is not None:
+                scale_job.refresh(ladder_id)
         return Outcome(status or "skipped", delay)
 
     with session_scope() as session:
@@ -134,6 +140,7 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
             cost=result.flops,
             wall_s=result.wall_s,
             extra={
+                **created_with,
                 "train_s": result.train_s,
                 "tokens": result.tokens,
                 "epochs": result.epochs,
@@ -145,6 +152,8 @@ def execute_run(run_id: int, worker: str = WORKER_NAME) -> Outcome:
     checkpoint_path(run_id).unlink(missing_ok=True)
     if saved is not None and saved.nudge:
         dispatcher().plan(experiment_id)
+    if saved is not None and ladder_id is not None:
+        scale_job.refresh(ladder_id)
     return Outcome("succeeded" if saved is not None else "skipped")
 
 
@@ -243,3 +252,5 @@ def reap() -> None:
         dispatcher().prepare(experiment_id)
     for experiment_id in sorted({exp_id for exp_id, _ in jobs}):
         dispatcher().plan(experiment_id)
+    for prediction_id in scale_job.unfinished():
+        scale_job.refresh(prediction_id)

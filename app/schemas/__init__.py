@@ -21,6 +21,7 @@ LEASE_PATTERN = r"^[0-9a-f]{32}$"
 MAX_LOSS = 100.0  # nats per token; uniform over a 50k vocabulary is 10.8, a diverged run may be higher
 MAX_TOKENS = 10**15
 MAX_FLOPS = 1e30
+MAX_PARAMS = 10**14
 MAX_SEED = 10**9  # run seeds are experiment seed + run index, and must fit a 32-bit column
 MAX_STEP = 2**31 - 1
 MAX_DOMAINS = 256
@@ -161,6 +162,12 @@ class ExperimentCreate(Strict):
     target_tokens: int | None = Field(
         default=None, ge=1, le=MAX_TOKENS, description="your real training budget, for epoch caps"
     )
+    target_params: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PARAMS,
+        description="your real model's non-embedding parameters: a scale prediction forecasts its loss",
+    )
     executor: Literal["worker", "external"] = "worker"
     seed: int = Field(0, ge=0, le=MAX_SEED)
     cluster: ClusterSpec | None = None
@@ -224,6 +231,7 @@ class ExperimentOut(BaseModel):
     parallelism: int
     max_epochs: float
     target_tokens: int | None
+    target_params: int | None = None
     seed: int
     cluster: dict[str, Any] | None
     error: str | None
@@ -305,6 +313,17 @@ class TrustWarningOut(BaseModel):
     message: str
 
 
+class PredictedLoss(BaseModel):
+    """A run's loss at a scale the ladder never trained, from its scaling law."""
+
+    loss: float
+    low: float = Field(description="the band's lower end (90 % of bootstrap refits with seed noise)")
+    high: float
+    params: int = Field(description="non-embedding parameters it is predicted for")
+    tokens: int
+    scale_prediction_id: int
+
+
 class RecommendationOut(BaseModel):
     id: int
     experiment_id: int
@@ -319,9 +338,91 @@ class RecommendationOut(BaseModel):
         description="why the recommendation may not hold: low_cv_rho, extrapolation, far_from_data, "
         "few_runs, epoch_cap (each with a message saying what was measured); empty when none applies",
     )
+    predicted_target_loss: PredictedLoss | None = Field(
+        default=None,
+        description="loss of this mixture at the experiment's target_params / target_tokens, once a scale "
+        "prediction (POST …/scale-prediction) for this recommendation has fitted its law",
+    )
     n_runs: int
     final: bool
     created_at: datetime
+
+
+class ScalePredictionIn(Strict):
+    """Which ladder to train. Each mixture is trained at every preset × token scale; a law
+    L(N, D) = E + A/N^α + B/D^β fitted on those runs predicts its loss at (target_params, target_tokens)."""
+
+    presets: list[Annotated[str, Field(max_length=32, pattern=TEXT_PATTERN)]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=8,
+        description="model sizes, smallest first (default: up to the preset above the experiment's largest)",
+    )
+    token_scales: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [0.5, 1.0],
+        min_length=2,
+        max_length=8,
+        description="token budgets per preset, as multiples of the preset's default tokens",
+    )
+    seeds: int = Field(default=1, ge=1, le=8, description="runs per mixture and rung")
+    baselines: bool = Field(
+        default=True, description="also predict the natural and uniform mixtures, for contrast"
+    )
+    target_params: int | None = Field(
+        default=None, ge=1, le=MAX_PARAMS, description="default: the experiment's target_params"
+    )
+    target_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="default: the experiment's target_tokens"
+    )
+
+
+class Rung(BaseModel):
+    preset: str
+    tokens: int
+    params: int = Field(description="non-embedding parameters of the preset's model")
+    cost: float = Field(description="FLOPs of one run")
+
+
+class LadderPointOut(BaseModel):
+    mixture: str
+    preset: str
+    tokens: int
+    params: int
+    cost: float
+    loss: float
+    run_id: int
+
+
+class ScalePredictionOut(BaseModel):
+    id: int
+    experiment_id: int
+    recommendation_id: int
+    status: str
+    error: str | None
+    mixtures: dict[str, dict[str, float]] = Field(
+        description="label → weights: recommended, natural, uniform"
+    )
+    rungs: list[Rung]
+    seeds: int
+    target_params: int
+    target_tokens: int
+    runs: dict[str, int] = Field(description="ladder runs per status")
+    cost_units: float = Field(description="the ladder's cost in target-fidelity runs (charged to `spent`)")
+    points: list[LadderPointOut] = Field(description="finished ladder runs")
+    exponents: Literal["shared", "separate"] | None = Field(
+        None, description="whether the mixtures share α and β (chosen by predicting each one's top rung)"
+    )
+    laws: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="label → fitted E, A, alpha, B, beta (N, D divided by n0, d0)"
+    )
+    n0: float | None = None
+    d0: float | None = None
+    rmse: float | None = Field(None, description="in-sample error of the law over the ladder's runs")
+    predictions: dict[str, PredictedLoss] = Field(
+        default_factory=dict, description="label → loss at (target_params, target_tokens); once fitted"
+    )
+    created_at: datetime
+    finished_at: datetime | None
 
 
 class AskOut(BaseModel):

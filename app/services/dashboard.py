@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, undefer
 
-from app.models import Experiment, OnlineSession, Recommendation, Run, utcnow
+from app.models import Experiment, OnlineSession, Recommendation, Run, search_run, utcnow
 from app.schemas import ExperimentOut
 from app.schemas.dashboard import (
     Curve,
@@ -94,6 +94,7 @@ def _plotted(session: Session, experiment: Experiment) -> Plotted:
         Run.experiment_id == experiment.id,
         Run.status == RunStatus.SUCCEEDED,
         Run.target_loss.is_not(None),
+        search_run(),
     )
     index = session.execute(
         select(Run.id, Run.fidelity, Run.target_loss).where(*where).order_by(Run.id)

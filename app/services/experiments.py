@@ -22,6 +22,7 @@ from app.models import (
     PlannerJob,
     Recommendation,
     Run,
+    search_run,
     utcnow,
     valid_id,
 )
@@ -105,6 +106,7 @@ def create_experiment(*, session: Session, project_id: int, spec: ExperimentCrea
         fidelities=resolve_fidelities(spec.fidelities, spec.executor),
         max_epochs=spec.max_epochs,
         target_tokens=spec.target_tokens,
+        target_params=spec.target_params,
         budget=spec.budget,
         parallelism=spec.parallelism,
         seed=spec.seed,
@@ -194,7 +196,7 @@ def run_counts(*, session: Session, experiment_ids: list[int]) -> dict[int, dict
 def best_losses(*, session: Session, experiment_ids: list[int]) -> dict[int, float]:
     rows = session.execute(
         select(Run.experiment_id, func.min(Run.target_loss))
-        .where(Run.experiment_id.in_(experiment_ids), Run.status == RunStatus.SUCCEEDED)
+        .where(Run.experiment_id.in_(experiment_ids), Run.status == RunStatus.SUCCEEDED, search_run())
         .group_by(Run.experiment_id)
     )
     return {exp_id: loss for exp_id, loss in rows if loss is not None}
@@ -202,23 +204,32 @@ def best_losses(*, session: Session, experiment_ids: list[int]) -> dict[int, flo
 
 def spent_budgets(*, session: Session, experiments: list[Experiment]) -> dict[int, float]:
     """Budget used by live and finished runs (imported ones are free unless imported with
-    ``count_budget``), in target-fidelity-equivalent runs.
+    ``count_budget``), in target-fidelity-equivalent runs. A scale prediction's ladder runs count their
+    FLOPs (planned, then measured).
 
-    One grouped query for all ``experiments``.
+    Two grouped queries for all ``experiments``.
     """
     by_id = {e.id: e for e in experiments}
     spent = dict.fromkeys(by_id, 0.0)
+    charged = (
+        Run.experiment_id.in_(by_id),
+        Run.status.in_((*LIVE_RUNS, RunStatus.SUCCEEDED)),
+        or_(Run.origin != RunOrigin.IMPORT, Run.counts_budget),
+    )
     rows = session.execute(
         select(Run.experiment_id, Run.fidelity, func.count())
-        .where(
-            Run.experiment_id.in_(by_id),
-            Run.status.in_((*LIVE_RUNS, RunStatus.SUCCEEDED)),
-            or_(Run.origin != RunOrigin.IMPORT, Run.counts_budget),
-        )
+        .where(*charged, search_run())
         .group_by(Run.experiment_id, Run.fidelity)
     )
     for exp_id, fid, n in rows:
         spent[exp_id] += by_id[exp_id].run_units(fid) * n
+    ladders = session.execute(
+        select(Run.experiment_id, func.sum(Run.cost))
+        .where(*charged, Run.ladder_id.is_not(None))
+        .group_by(Run.experiment_id)
+    )
+    for exp_id, flops in ladders:
+        spent[exp_id] += float(flops or 0.0) / by_id[exp_id].target_fidelity.cost
     return spent
 
 
@@ -362,6 +373,7 @@ def clone_experiment(*, session: Session, experiment: Experiment, spec: CloneIn)
         fidelities=list(experiment.fidelities),
         max_epochs=experiment.max_epochs,
         target_tokens=experiment.target_tokens,
+        target_params=experiment.target_params,
         budget=experiment.budget,
         parallelism=experiment.parallelism,
         seed=spec.seed if spec.seed is not None else min(experiment.seed + 1, MAX_SEED),

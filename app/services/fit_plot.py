@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, Run
+from app.models import Experiment, Run, search_run
 from app.schemas.dashboard import FitQuality
 from app.status import RunStatus
 from strategies.regression import MODELS, fit_regressor, kfold_indices, score
@@ -37,6 +37,7 @@ def target_rows(session: Session, experiment: Experiment) -> list[Any]:
             Run.experiment_id == experiment.id,
             Run.status == RunStatus.SUCCEEDED,
             Run.target_loss.is_not(None),
+            search_run(),
         )
         .order_by(Run.id.desc())
         .limit(MAX_RUNS)

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, PlannerJob, Recommendation, Run, utcnow
+from app.models import Experiment, PlannerJob, Recommendation, Run, search_run, utcnow
 from app.status import LIVE_RUNS, Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
 from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError
 from strategies import Recommendation as StrategyRecommendation
@@ -215,7 +215,7 @@ class HistoryCache:
         ids = list(
             session.scalars(
                 select(Run.id)
-                .where(Run.experiment_id == experiment.id, Run.status == RunStatus.SUCCEEDED)
+                .where(Run.experiment_id == experiment.id, Run.status == RunStatus.SUCCEEDED, search_run())
                 .order_by(Run.id)
             )
         )
@@ -245,7 +245,7 @@ _ID_CHUNK = 2000  # ids per IN (...) list: well under SQLite's bound-parameter l
 
 def _observation_rows(experiment_id: int) -> Select[Any]:
     return select(Run.id, Run.weights, Run.fidelity, Run.losses, Run.target_loss, Run.cost).where(
-        Run.experiment_id == experiment_id, Run.status == RunStatus.SUCCEEDED
+        Run.experiment_id == experiment_id, Run.status == RunStatus.SUCCEEDED, search_run()
     )
 
 
@@ -259,15 +259,20 @@ def _observations(rows: Iterable[Any]) -> Iterator[tuple[int, Observation | None
 def pending(session: Session, experiment: Experiment) -> list[Candidate]:
     """Runs proposed or training: the strategy must not propose them again."""
     rows = session.execute(
-        select(Run.weights, Run.fidelity).where(Run.experiment_id == experiment.id, Run.status.in_(LIVE_RUNS))
+        select(Run.weights, Run.fidelity).where(
+            Run.experiment_id == experiment.id, Run.status.in_(LIVE_RUNS), search_run()
+        )
     )
     return [Candidate(tuple(w), fid) for w, fid in rows]
 
 
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:
+    """The search's runs per status (a scale prediction's ladder is not the planner's business)."""
     return dict(
         session.execute(  # type: ignore[arg-type]
-            select(Run.status, func.count()).where(Run.experiment_id == experiment_id).group_by(Run.status)
+            select(Run.status, func.count())
+            .where(Run.experiment_id == experiment_id, search_run())
+            .group_by(Run.status)
         ).all()
     )
 

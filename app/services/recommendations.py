@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, Recommendation
-from app.schemas import RecommendationOut
+from app.schemas import PredictedLoss, RecommendationOut
 
 
 def latest_recommendation(*, session: Session, experiment: Experiment) -> Recommendation | None:
@@ -27,7 +27,9 @@ def list_recommendations(
     return list(session.scalars(q.order_by(Recommendation.id).limit(limit)))
 
 
-def recommendation_out(experiment: Experiment, rec: Recommendation) -> RecommendationOut:
+def recommendation_out(
+    experiment: Experiment, rec: Recommendation, predicted: PredictedLoss | None = None
+) -> RecommendationOut:
     names = experiment.domain_names
     return RecommendationOut(
         id=rec.id,
@@ -42,6 +44,7 @@ def recommendation_out(experiment: Experiment, rec: Recommendation) -> Recommend
             for a in rec.alternatives
         ],
         warnings=rec.warnings,
+        predicted_target_loss=predicted,
         n_runs=rec.n_runs,
         final=rec.final,
         created_at=rec.created_at,

@@ -164,14 +164,18 @@ def claim(*, session: Session, run_id: int, worker: str) -> str | None:
 
 
 def next_queued(*, session: Session) -> int | None:
-    """The oldest claimable worker run of a running experiment (SKIP LOCKED on Postgres)."""
+    """The oldest claimable worker run of a running experiment, or a ladder run of a done one (SKIP
+    LOCKED on Postgres)."""
     q = (
         select(Run.id)
         .join(Experiment, Experiment.id == Run.experiment_id)
         .where(
             _ready(utcnow()),
             Run.origin == RunOrigin.WORKER,
-            Experiment.status == ExperimentStatus.RUNNING,
+            or_(
+                Experiment.status == ExperimentStatus.RUNNING,
+                and_(Run.ladder_id.is_not(None), Experiment.status == ExperimentStatus.DONE),
+            ),
         )
         .order_by(Run.id)
         .limit(1)

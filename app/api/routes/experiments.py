@@ -23,8 +23,10 @@ from app.schemas import (
     ExtendIn,
     Page,
     RecommendationOut,
+    ScalePredictionIn,
+    ScalePredictionOut,
 )
-from app.services import corpora, storage
+from app.services import corpora, scale_prediction, storage
 from app.services import experiments as service
 from app.services.dispatch import dispatcher
 from app.services.recommendations import latest_recommendation, list_recommendations, recommendation_out
@@ -242,7 +244,50 @@ def recommendation(experiment: ExperimentDep, session: SessionDep) -> Recommenda
             "no recommendation yet: the planner writes one once the first results are in",
             code="no_recommendation",
         )
-    return recommendation_out(experiment, rec)
+    return recommendation_out(experiment, rec, scale_prediction.predicted_for(session, rec))
+
+
+@router.post(
+    "/{experiment_id}/scale-prediction",
+    status_code=202,
+    response_model=ScalePredictionOut,
+    summary="Predict the recommended mixture's loss at your target scale (trains a ladder of runs)",
+    description="Queues a ladder of runs: the recommended mixture (and the natural and uniform ones) at "
+    "each preset × token scale. As rungs finish, a law L(N, D) = E + A/N^α + B/D^β is fitted per mixture and "
+    "`GET …/scale-prediction` (and `predicted_target_loss` on the recommendation) shows the loss it "
+    "predicts at target_params / target_tokens, with a band. Ladder runs are charged to the budget "
+    "(`cost_units`). Only for a done experiment whose runs mixlab's workers train.",
+)
+def start_scale_prediction(
+    experiment: LockedExperimentDep, session: SessionDep, spec: ScalePredictionIn | None = None
+) -> ScalePredictionOut:
+    row, run_ids = scale_prediction.start(
+        session=session, experiment=experiment, spec=spec or ScalePredictionIn()
+    )
+    out = scale_prediction.to_out(session=session, experiment=experiment, row=row)
+    session.commit()
+    dispatcher().runs(run_ids)
+    return out
+
+
+@router.get(
+    "/{experiment_id}/scale-prediction",
+    response_model=ScalePredictionOut,
+    summary="The latest scale prediction: its ladder, fitted laws and predicted losses",
+)
+def get_scale_prediction(experiment: ExperimentDep, session: SessionDep) -> ScalePredictionOut:
+    row = scale_prediction.latest(session=session, experiment=experiment)
+    return scale_prediction.to_out(session=session, experiment=experiment, row=row)
+
+
+@router.post(
+    "/{experiment_id}/scale-prediction/cancel",
+    response_model=ScalePredictionOut,
+    summary="Cancel the running scale prediction (finished ladder runs are kept)",
+)
+def cancel_scale_prediction(experiment: LockedExperimentDep, session: SessionDep) -> ScalePredictionOut:
+    row = scale_prediction.cancel(session=session, experiment=experiment)
+    return scale_prediction.to_out(session=session, experiment=experiment, row=row)
 
 
 @router.get(
