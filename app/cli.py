@@ -377,6 +377,61 @@ def experiment_recommendation(
         typer.echo(f"warning ({warning['code']}): {warning['message']}", err=True)
 
 
+def _floats(text: str | None) -> list[float] | None:
+    return None if text is None else [float(x) for x in text.split(",") if x.strip()]
+
+
+@experiment_cli.command("predict-scale")
+def experiment_predict_scale(
+    experiment_id: int,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    presets: Annotated[
+        str | None, typer.Option(help="model sizes, comma-separated (default: up to one past the search's)")
+    ] = None,
+    token_scales: Annotated[
+        str | None, typer.Option(help="token budgets per preset as multiples of its default, e.g. 0.5,1")
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=8, help="runs per mixture and rung")] = 1,
+    baselines: Annotated[bool, typer.Option(help="also the natural and uniform mixtures")] = True,
+    target_params: Annotated[
+        int | None, typer.Option(help="your model's non-embedding parameters (default: the experiment's)")
+    ] = None,
+    target_tokens: Annotated[int | None, typer.Option(help="default: the experiment's")] = None,
+    wait: Annotated[
+        bool, typer.Option(help="wait for the ladder to finish and print the predictions")
+    ] = True,
+    as_json: Json = False,
+) -> None:
+    """Predict the recommended mixture's loss at your target scale: trains a ladder of larger proxies
+    (charged to the budget), fits L(N, D) = E + A/N^α + B/D^β per mixture and extrapolates."""
+    exp = _client(url, key).experiment(experiment_id)
+    started = exp.predict_scale(
+        presets=presets.split(",") if presets else None,
+        token_scales=_floats(token_scales),
+        seeds=seeds,
+        baselines=baselines,
+        target_params=target_params,
+        target_tokens=target_tokens,
+    )
+    runs = sum(started["runs"].values())
+    typer.echo(
+        f"scale prediction {started['id']}: {runs} ladder runs queued, "
+        f"{started['cost_units']:.1f} budget units",
+        err=True,
+    )
+    pred = exp.scale_prediction(wait=True) if wait else started
+    if as_json or not wait:
+        typer.echo(json.dumps(pred, indent=2))
+        return
+    if pred["error"]:
+        typer.echo(f"scale prediction {pred['status']}: {pred['error']}", err=True)
+    scale = f"{pred['target_params'] / 1e6:,.0f}M params, {pred['target_tokens'] / 1e9:,.3g}B tokens"
+    typer.echo(f"predicted loss at {scale} (90% band), exponents {pred['exponents']}:")
+    for label, p in pred["predictions"].items():
+        typer.echo(f"  {label:<12} {p['loss']:.4f}  [{p['low']:.4f}, {p['high']:.4f}]")
+
+
 def _mount_regress() -> None:
     try:
         from app.regress import regress

@@ -148,3 +148,31 @@ class RunDetail(BaseModel):
     domains: list[str]
     curve: Curve
     trajectory: Trajectory | None  # the sampler's weights over training steps, if the trainer recorded them
+
+
+class ScaleSeries(BaseModel):
+    """One mixture on the loss-vs-compute plot: its ladder runs, its fitted law drawn from the smallest
+    rung to the target scale, and the predicted loss there with its band."""
+
+    mixture: str
+    compute: list[float]  # ≈ 6·N·D of each ladder run (non-embedding N)
+    loss: list[float]
+    run_ids: list[int]
+    curve_compute: list[float]
+    curve_loss: list[float]
+    target_compute: float | None
+    predicted: float | None
+    low: float | None
+    high: float | None
+
+
+class ScalePlot(BaseModel):
+    scale_prediction_id: int
+    status: str
+    error: str | None
+    target_params: int
+    target_tokens: int
+    runs_done: int
+    runs_total: int
+    exponents: str | None
+    series: list[ScaleSeries]

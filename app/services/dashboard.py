@@ -29,16 +29,19 @@ from app.schemas.dashboard import (
     RunDetail,
     RunRow,
     RunsTable,
+    ScalePlot,
+    ScaleSeries,
     Trajectory,
     WeightsByRun,
 )
-from app.services import curves
+from app.services import curves, scale_prediction
 from app.services import experiments as experiment_service
 from app.services import runs as run_service
 from app.services.online import list_sessions
 from app.services.recommendations import latest_recommendation
 from app.services.runs import RunQuery, get_run, run_out
-from app.status import ExperimentStatus, RunOrigin, RunStatus
+from app.status import LIVE_RUNS, ExperimentStatus, RunOrigin, RunStatus
+from strategies.scaling_law import Law
 
 LIVE_STATUSES = (ExperimentStatus.PREPARING, ExperimentStatus.RUNNING)
 MAX_PLOT_RUNS = 2000  # runs a plot draws: more are sampled evenly (the page says so)
@@ -61,7 +64,8 @@ def _summary(out: ExperimentOut) -> ExperimentSummary:
     return ExperimentSummary(
         runs_done=out.run_counts.get(RunStatus.SUCCEEDED, 0),
         runs_total=sum(out.run_counts.values()),
-        live=out.status in LIVE_STATUSES,
+        # A done experiment is live again while a scale prediction's ladder trains.
+        live=out.status in LIVE_STATUSES or any(out.run_counts.get(s, 0) for s in LIVE_RUNS),
         **out.model_dump(
             include={
                 "id",
@@ -266,6 +270,55 @@ def _mixture(experiment: Experiment, rec: Recommendation | None) -> MixtureBars 
         std=rec.std,
         cv_spearman=float(spearman) if isinstance(spearman, int | float) else None,
         warnings=[w["message"] for w in rec.warnings],
+    )
+
+
+CURVE_POINTS = 48
+
+
+def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot:
+    """The latest scale prediction as the loss-vs-compute plot draws it; 404 before the first."""
+    row = scale_prediction.latest(session=session, experiment=experiment)
+    out = scale_prediction.to_out(session=session, experiment=experiment, row=row)
+    target_n, target_d = float(row.target_params), float(row.target_tokens)
+    series = []
+    for label in out.mixtures:
+        points = [p for p in out.points if p.mixture == label]
+        law = out.laws.get(label)
+        predicted = out.predictions.get(label)
+        curve_c: list[float] = []
+        curve_l: list[float] = []
+        if law is not None and points and out.n0 and out.d0:
+            fitted = Law(law["E"], law["A"], law["alpha"], law["B"], law["beta"], out.n0, out.d0)
+            # From the smallest rung to the target, N and D grown together geometrically.
+            n = np.geomspace(min(p.params for p in points), target_n, CURVE_POINTS)
+            d = np.geomspace(min(p.tokens for p in points), target_d, CURVE_POINTS)
+            curve_c = (6.0 * n * d).tolist()
+            curve_l = fitted.predict(n, d).tolist()
+        series.append(
+            ScaleSeries(
+                mixture=label,
+                compute=[6.0 * p.params * p.tokens for p in points],
+                loss=[p.loss for p in points],
+                run_ids=[p.run_id for p in points],
+                curve_compute=curve_c,
+                curve_loss=curve_l,
+                target_compute=6.0 * target_n * target_d if predicted else None,
+                predicted=predicted.loss if predicted else None,
+                low=predicted.low if predicted else None,
+                high=predicted.high if predicted else None,
+            )
+        )
+    return ScalePlot(
+        scale_prediction_id=row.id,
+        status=row.status,
+        error=row.error,
+        target_params=row.target_params,
+        target_tokens=row.target_tokens,
+        runs_done=out.runs.get(RunStatus.SUCCEEDED, 0),
+        runs_total=sum(out.runs.values()),
+        exponents=out.exponents,
+        series=series,
     )
 
 

@@ -79,6 +79,7 @@ def test_ladder_runs_through_the_queue_and_the_recommendation_carries_the_predic
     again = api.post(f"{base}/scale-prediction", json=TINY_LADDER, headers=auth)
     assert again.status_code == 409 and error_code(again) == "scale_prediction_running"
     assert api.get(f"{base}/recommendation", headers=auth).json()["predicted_target_loss"] is None
+    assert api.get(f"{base}/dashboard", headers=auth).json()["experiment"]["live"] is True  # ladder trains
 
     assert _train_queued(api, base, auth) == 12
     done = api.get(f"{base}/scale-prediction", headers=auth).json()
@@ -90,6 +91,16 @@ def test_ladder_runs_through_the_queue_and_the_recommendation_carries_the_predic
     # The larger rungs learn more: the law sees the loss fall with tokens.
     recommended = sorted((p["cost"], p["loss"]) for p in done["points"] if p["mixture"] == "recommended")
     assert recommended[-1][1] < recommended[0][1]
+
+    plot = api.get(f"{base}/dashboard/scale", headers=auth).json()
+    assert plot["status"] == "done" and plot["runs_done"] == plot["runs_total"] == 12
+    for series in plot["series"]:
+        assert len(series["compute"]) == 4 and len(series["curve_loss"]) > 10
+        assert series["curve_compute"][-1] == pytest.approx(series["target_compute"])
+        assert series["curve_loss"][-1] == pytest.approx(series["predicted"])
+        assert series["low"] <= series["predicted"] <= series["high"]
+    summary = api.get(f"{base}/dashboard", headers=auth).json()["experiment"]
+    assert summary["live"] is False
 
     rec = api.get(f"{base}/recommendation", headers=auth).json()
     assert rec["predicted_target_loss"] == {
@@ -118,8 +129,9 @@ def test_bad_ladders_are_refused_and_nothing_is_stored(
     ]:
         resp = api.post(f"{base}/scale-prediction", json=body, headers=auth)
         assert (resp.status_code, error_code(resp)) == (status, code), (body, resp.text)
-    missing = api.get(f"{base}/scale-prediction", headers=auth)
-    assert missing.status_code == 404 and error_code(missing) == "no_scale_prediction"
+    for path in ("scale-prediction", "dashboard/scale"):
+        missing = api.get(f"{base}/{path}", headers=auth)
+        assert missing.status_code == 404 and error_code(missing) == "no_scale_prediction"
     assert api.get(f"{base}/runs", params={"status": "queued"}, headers=auth).json()["items"] == []
 
     started = api.post(f"{base}/scale-prediction", json=TINY_LADDER, headers=auth).json()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import ExperimentDep, SessionDep
 from app.schemas import TEXT_PATTERN
-from app.schemas.dashboard import Dashboard, RunDetail, RunsTable
+from app.schemas.dashboard import Dashboard, RunDetail, RunsTable, ScalePlot
 from app.services import dashboard as service
 from app.services.export import ExportFormat, export_mixture
 from app.services.runs import RunQuery
@@ -20,6 +20,13 @@ router = APIRouter(prefix="/experiments/{experiment_id}/dashboard", tags=["dashb
 @router.get("", response_model=Dashboard, summary="Every plot of the experiment page, as data")
 def dashboard(experiment: ExperimentDep, session: SessionDep) -> Dashboard:
     return service.dashboard(session=session, experiment=experiment)
+
+
+@router.get(
+    "/scale", response_model=ScalePlot, summary="The latest scale prediction as the loss-vs-compute plot"
+)
+def scale(experiment: ExperimentDep, session: SessionDep) -> ScalePlot:
+    return service.scale_plot(session=session, experiment=experiment)
 
 
 @router.get("/runs", response_model=RunsTable, summary="A page of the runs table, and live learning curves")

@@ -122,6 +122,48 @@
                      xaxis: {side: "bottom"}}));
   }
 
+  const SCALE_COLOURS = {recommended: TARGET_COLOUR, natural: "#f97316", uniform: "#64748b"};
+
+  function drawScale(s) {
+    const el = $("plot-scale");
+    const head = $("scale-status");
+    if (!s) {
+      head.textContent = "";
+      return m.note(el, "No scale prediction yet. Once the search is done, POST " + api +
+        "/scale-prediction (or run `mixlab experiment predict-scale " + root.dataset.id + "`) to train a " +
+        "ladder of larger proxies and predict the loss at your target scale.");
+    }
+    head.textContent = "Prediction #" + s.scale_prediction_id + " · " + s.status + " · ladder runs " +
+      s.runs_done + " / " + s.runs_total + (s.exponents ? " · exponents " + s.exponents : "") +
+      " · target " + (s.target_params / 1e6).toLocaleString("en") + "M params, " +
+      (s.target_tokens / 1e9).toLocaleString("en") + "B tokens" + (s.error ? " · " + s.error : "");
+    if (!s.series.some((x) => x.loss.length)) return m.note(el, "No ladder run has finished yet.");
+    const traces = [];
+    for (const x of s.series) {
+      const colour = SCALE_COLOURS[x.mixture] || "#a855f7";
+      traces.push({type: "scatter", mode: "markers", name: x.mixture + " runs", x: x.compute, y: x.loss,
+                   customdata: x.run_ids, legendgroup: x.mixture, marker: {size: 7, color: colour},
+                   hovertemplate: "run #%{customdata}<br>loss %{y:.4f}<extra>" + x.mixture + "</extra>"});
+      if (x.curve_compute.length) {
+        traces.push({type: "scatter", mode: "lines", name: x.mixture + " law", x: x.curve_compute,
+                     y: x.curve_loss, legendgroup: x.mixture, line: {color: colour, width: 1.5, dash: "dot"},
+                     hovertemplate: "%{y:.4f} at %{x:.3g} FLOPs<extra>" + x.mixture + " law</extra>"});
+      }
+      if (x.predicted !== null) {
+        traces.push({type: "scatter", mode: "markers", name: x.mixture + " at target", legendgroup: x.mixture,
+                     x: [x.target_compute], y: [x.predicted], marker: {size: 11, symbol: "diamond", color: colour},
+                     error_y: {type: "data", symmetric: false, array: [x.high - x.predicted],
+                               arrayminus: [x.predicted - x.low], color: colour},
+                     hovertemplate: "predicted %{y:.4f} (" + m.fixed(x.low, 4) + "–" + m.fixed(x.high, 4) +
+                       ")<extra>" + x.mixture + "</extra>"});
+      }
+    }
+    m.draw(el, traces, m.layout({
+      xaxis: {type: "log", title: {text: "training compute ≈ 6·N·D (FLOPs)"}, gridcolor: "#eef0f3"},
+      yaxis: {title: {text: "target loss"}, gridcolor: "#eef0f3"},
+      legend: {orientation: "v", x: 1.02, y: 1}})).then(() => linkToRuns(el));
+  }
+
   function drawOnline(d) {
     const box = $("plot-online");
     if (!d.online.length) {
@@ -244,6 +286,7 @@
     drawHeatmap(d);
     drawOnline(d);
     drawSampling(d);
+    drawScale(await m.getJSONOrNull(api + "/dashboard/scale"));
     if (d.mixture) $("snippet").textContent = await m.getText(api + "/dashboard/export?format=hf");
   }
 

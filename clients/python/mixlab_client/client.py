@@ -263,6 +263,25 @@ class Experiment:
                 raise ApiError(409, data["status"], data.get("error") or f"experiment is {data['status']}")
         return self.client.request("GET", f"{self._path}/recommendation")  # type: ignore[no-any-return]
 
+    def predict_scale(self, **ladder: Any) -> dict[str, Any]:
+        """Start a scale prediction of the (done) experiment's recommendation; ``ladder``: presets,
+        token_scales, seeds, baselines, target_params, target_tokens (see the API docs)."""
+        body = {k: v for k, v in ladder.items() if v is not None}
+        return self.client.request("POST", f"{self._path}/scale-prediction", json=body)  # type: ignore[no-any-return]
+
+    def scale_prediction(
+        self, wait: bool = False, timeout: float | None = None, poll_s: float = 2.0
+    ) -> dict[str, Any]:
+        """The latest scale prediction; with ``wait``, once its ladder has finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            data: dict[str, Any] = self.client.request("GET", f"{self._path}/scale-prediction")
+            if not wait or data["status"] != "running":
+                return data
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"scale prediction {data['id']} is still running after {timeout} s")
+            time.sleep(poll_s)
+
     def online_session(self, strategy: str = "aioli", seed: int = 0, **params: Any) -> OnlineSession:
         data = self.client.request(
             "POST",
