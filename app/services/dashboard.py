@@ -276,9 +276,11 @@ def _mixture(experiment: Experiment, rec: Recommendation | None) -> MixtureBars 
 CURVE_POINTS = 48
 
 
-def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot:
-    """The latest scale prediction as the loss-vs-compute plot draws it; 404 before the first."""
-    row = scale_prediction.latest(session=session, experiment=experiment)
+def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot | None:
+    """The latest scale prediction as the loss-vs-compute plot draws it; None before the first."""
+    row = scale_prediction.latest_or_none(session=session, experiment=experiment)
+    if row is None:
+        return None
     out = scale_prediction.to_out(session=session, experiment=experiment, row=row)
     target_n, target_d = float(row.target_params), float(row.target_tokens)
     series = []

@@ -178,13 +178,17 @@ def _check_caps(
                 ) from None
 
 
-def latest(*, session: Session, experiment: Experiment) -> ScalePrediction:
-    row = session.scalar(
+def latest_or_none(*, session: Session, experiment: Experiment) -> ScalePrediction | None:
+    return session.scalar(
         select(ScalePrediction)
         .where(ScalePrediction.experiment_id == experiment.id)
         .order_by(ScalePrediction.id.desc())
         .limit(1)
     )
+
+
+def latest(*, session: Session, experiment: Experiment) -> ScalePrediction:
+    row = latest_or_none(session=session, experiment=experiment)
     if row is None:
         raise NotFound(
             "no scale prediction yet: POST /experiments/{id}/scale-prediction starts one",

@@ -292,3 +292,88 @@ def test_a_recommendation_that_should_not_be_trusted_says_why(live: LiveServer, 
     page.wait_for_selector("#mixture-warnings", state="visible")
     assert "runs at fidelity 'big' for 3 domains" in page.inner_text("#mixture-warnings")
     assert watch.errors == []
+
+
+def _finished_ladder(experiment_id: int) -> int:
+    """A scale prediction whose ladder runs have finished (losses from a known law), fitted by the
+    worker's own code: the page only draws what the API stores."""
+    from app.core.db import session_scope
+    from app.models import Recommendation, Run, ScalePrediction
+    from app.services.scale_prediction import ladder_fidelity
+    from app.status import RunStatus
+    from proxy_models.presets import get_preset, run_flops
+    from workers import scale_job
+
+    with session_scope() as session:
+        rec = (
+            session.query(Recommendation)
+            .filter_by(experiment_id=experiment_id)
+            .order_by(Recommendation.id.desc())
+            .first()
+        )
+        assert rec is not None
+        mixtures = {"recommended": rec.weights, "uniform": [1 / 3] * 3}
+        rungs = [
+            {
+                "preset": p,
+                "tokens": t,
+                "params": get_preset(p).model_config().non_embedding_params,
+                "cost": run_flops(p, t),
+            }
+            for p in ("xs", "s")
+            for t in (500_000, 1_000_000)
+        ]
+        row = ScalePrediction(
+            experiment_id=experiment_id,
+            recommendation_id=rec.id,
+            mixtures=mixtures,
+            rungs=rungs,
+            seeds=1,
+            target_params=1_000_000_000,
+            target_tokens=20_000_000_000,
+            result={},
+        )
+        session.add(row)
+        session.flush()
+        for label, weights in mixtures.items():
+            for r in rungs:
+                loss = (
+                    (2.0 if label == "recommended" else 2.1)
+                    + 3 * (r["params"] / 4e5) ** -0.3
+                    + 4 * (r["tokens"] / 5e5) ** -0.25
+                )
+                session.add(
+                    Run(
+                        experiment_id=experiment_id,
+                        weights=weights,
+                        fidelity=ladder_fidelity(r["preset"], r["tokens"]),
+                        status=RunStatus.SUCCEEDED,
+                        ladder_id=row.id,
+                        losses={"web": loss, "code": loss, "books": loss},
+                        target_loss=loss,
+                        cost=r["cost"],
+                        extra={"mixture": label},
+                    )
+                )
+        prediction_id = row.id
+    scale_job.refresh(prediction_id)
+    return prediction_id
+
+
+def test_scale_prediction_draws_loss_against_compute(live: LiveServer, watch: PageWatch) -> None:
+    with live.api() as api:
+        exp = populate(
+            api, {"Authorization": f"Bearer {live.key}"}, n_big=6, n_small=0, seed=3, name="ladder"
+        )
+    _open_experiment(watch, live, exp["id"])
+    page = watch.page
+    assert "No scale prediction yet" in page.inner_text("#plot-scale")
+    prediction_id = _finished_ladder(exp["id"])
+    page.reload()
+    page.wait_for_selector("#plot-scale.js-plotly-plot svg.main-svg", timeout=30_000)
+    assert f"Prediction #{prediction_id} · done · ladder runs 8 / 8" in page.inner_text("#scale-status")
+    legend = page.text_content("#plot-scale .legend") or ""
+    for name in ("recommended runs", "recommended law", "recommended at target", "uniform at target"):
+        assert name in legend
+    page.locator("#scale-card").screenshot(path=str(watch.screenshot("experiment").parent / "scale.png"))
+    assert watch.errors == []

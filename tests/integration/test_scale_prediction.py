@@ -129,9 +129,9 @@ def test_bad_ladders_are_refused_and_nothing_is_stored(
     ]:
         resp = api.post(f"{base}/scale-prediction", json=body, headers=auth)
         assert (resp.status_code, error_code(resp)) == (status, code), (body, resp.text)
-    for path in ("scale-prediction", "dashboard/scale"):
-        missing = api.get(f"{base}/{path}", headers=auth)
-        assert missing.status_code == 404 and error_code(missing) == "no_scale_prediction"
+    missing = api.get(f"{base}/scale-prediction", headers=auth)
+    assert missing.status_code == 404 and error_code(missing) == "no_scale_prediction"
+    assert api.get(f"{base}/dashboard/scale", headers=auth).json() is None
     assert api.get(f"{base}/runs", params={"status": "queued"}, headers=auth).json()["items"] == []
 
     started = api.post(f"{base}/scale-prediction", json=TINY_LADDER, headers=auth).json()

@@ -23,9 +23,11 @@ def dashboard(experiment: ExperimentDep, session: SessionDep) -> Dashboard:
 
 
 @router.get(
-    "/scale", response_model=ScalePlot, summary="The latest scale prediction as the loss-vs-compute plot"
+    "/scale",
+    response_model=ScalePlot | None,
+    summary="The latest scale prediction as the loss-vs-compute plot (null before the first)",
 )
-def scale(experiment: ExperimentDep, session: SessionDep) -> ScalePlot:
+def scale(experiment: ExperimentDep, session: SessionDep) -> ScalePlot | None:
     return service.scale_plot(session=session, experiment=experiment)
 
 

@@ -21,13 +21,6 @@ const mixlab = (() => {
     return resp.json();
   }
 
-  async function getJSONOrNull(url) {  // null for a 404: "not there yet" is not an error
-    const resp = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
-    if (resp.status === 404) return null;
-    if (!resp.ok) return getJSON(url);  // the same error handling
-    return resp.json();
-  }
-
   async function getText(url) {
     const resp = await fetch(url, {credentials: "same-origin"});
     if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
@@ -90,5 +83,5 @@ const mixlab = (() => {
     bar.textContent = "Could not load the data: " + err.message;
   }
 
-  return {PALETTE, getJSON, getJSONOrNull, getText, layout, title, draw, note, fixed, duration, showError};
+  return {PALETTE, getJSON, getText, layout, title, draw, note, fixed, duration, showError};
 })();

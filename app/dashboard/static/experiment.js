@@ -159,7 +159,8 @@
       }
     }
     m.draw(el, traces, m.layout({
-      xaxis: {type: "log", title: {text: "training compute ≈ 6·N·D (FLOPs)"}, gridcolor: "#eef0f3"},
+      xaxis: {type: "log", exponentformat: "power", title: {text: "training compute ≈ 6·N·D (FLOPs)"},
+              gridcolor: "#eef0f3"},
       yaxis: {title: {text: "target loss"}, gridcolor: "#eef0f3"},
       legend: {orientation: "v", x: 1.02, y: 1}})).then(() => linkToRuns(el));
   }
@@ -286,7 +287,7 @@
     drawHeatmap(d);
     drawOnline(d);
     drawSampling(d);
-    drawScale(await m.getJSONOrNull(api + "/dashboard/scale"));
+    drawScale(await m.getJSON(api + "/dashboard/scale"));
     if (d.mixture) $("snippet").textContent = await m.getText(api + "/dashboard/export?format=hf");
   }
 
