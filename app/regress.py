@@ -29,7 +29,10 @@ FIDELITY = "imported"
 
 
 class Model(StrEnum):
+    auto = "auto"
     lightgbm = "lightgbm"
+    gp = "gp"
+    ensemble = "ensemble"
     linear = "linear"
 
 
@@ -76,7 +79,7 @@ def regress(
     mixtures: Annotated[Path, typer.Option(help="CSV: index + one weight column per domain")],
     losses: Annotated[Path, typer.Option(help="CSV: index + one loss column per evaluation domain")],
     target: Annotated[str, typer.Option(help="loss column to minimise, or 'col=w,col=w' for a mix")],
-    model: Annotated[Model, typer.Option(help="regressor")] = Model.lightgbm,
+    model: Annotated[Model, typer.Option(help="regressor; auto: the best cross-validated")] = Model.auto,
     predict: Annotated[Path | None, typer.Option(help="CSV of mixtures to predict (same format)")] = None,
     out: Annotated[Path | None, typer.Option(help="where to write index,predicted (default: stdout)")] = None,
     recommend: Annotated[bool, typer.Option(help="search for the best mixture")] = False,
@@ -99,9 +102,14 @@ def regress(
             raise StrategyError(f"{len(mix.index)} runs are too few to fit; RegMix needs at least {MIN_RUNS}")
         report = fitted.ensemble.report
         typer.echo(
-            f"{model.value} on {report.n_train} runs, {report.folds}-fold CV: "
+            f"{fitted.model} on {report.n_train} runs, {report.folds}-fold CV: "
             f"spearman {100 * report.spearman:.2f}, MAE {report.mae:.4f}"
         )
+        if fitted.candidates:
+            scores = ", ".join(
+                f"{k.removeprefix('cv_spearman_')} {100 * v:.2f}" for k, v in fitted.candidates.items()
+            )
+            typer.echo(f"(auto: the best of {scores})")
         if predict is not None:
             new = parse_mixtures(_read(predict), str(predict))
             extra = sorted(set(new.columns) ^ set(mix.columns))

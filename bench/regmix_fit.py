@@ -2,7 +2,9 @@
 
 Prints Spearman ρ×100 and MAE on the test runs for our LightGBM settings, the paper's LightGBM settings
 (without its early stopping on the evaluation set), a linear model, a GP on √weights (Matérn-5/2, ARD)
-and the mean of LightGBM and that GP, then the fitted optimum against the natural prior. LightGBM
+and the mean of LightGBM and that GP, then RegMix's default ``model="auto"``: the one of those four with
+the best 5-fold CV Spearman on the training runs (which one it picks, and its test score), then the
+fitted optimum against the natural prior. LightGBM
 settings were chosen by CV on the training runs; the GP's were not tuned (its optimiser's step cap is
 set for time); the test runs are only scored.
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from strategies.base import Fidelity, SearchSpace
 from strategies.regmix import RegMix
-from strategies.regression import cross_validate, fit_regressor, score
+from strategies.regression import AUTO, cross_validate, fit_chosen, fit_regressor, fit_with_cv, score
 from strategies.tabular import Table, align, parse_mixtures, parse_table, to_observations
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"  # ../shared from the repo root
@@ -77,6 +79,14 @@ def test_scores(
     return 100 * rho, mae
 
 
+def auto_scores(mix: Table, loss: Table, tmix: Table, tloss: Table, column: str) -> tuple[str, float, float]:
+    """(model "auto" picks by CV on the training runs, its test Spearman ×100, its test MAE)."""
+    X, y = mix.values, loss.column(column)
+    name, chosen, _ = fit_chosen(lambda m, p: fit_with_cv(X, y, m, 5, 0, p), y, AUTO, {})
+    rho, mae = score(tloss.column(column), chosen.predict(tmix.select(mix.columns).values))
+    return name, 100 * rho, mae
+
+
 def show_optimum(mix: Table, loss: Table, n_search: int) -> None:
     short = [c.removeprefix("train_the_pile_") for c in mix.columns]
     tokens = tuple(max(1, round(PILE_TOKENS[s] * 1e9)) for s in short)
@@ -119,6 +129,7 @@ def main() -> None:
     rho_gp, mae_gp = test_scores(mix, loss, tmix, tloss, TARGET, "gp")
     gp_s = time.perf_counter() - started
     rho_e, mae_e = test_scores(mix, loss, tmix, tloss, TARGET, "ensemble")
+    auto_name, rho_a, mae_a = auto_scores(mix, loss, tmix, tloss, TARGET)
     print(f"\ntest runs, target {TARGET}")
     print(f"  {'model':<32} {'spearman x100':>14} {'MAE':>8}")
     for name, r, m in [
@@ -127,6 +138,7 @@ def main() -> None:
         ("linear", rho_lin, mae_lin),
         (f"gp on sqrt(weights) [{gp_s:.1f} s]", rho_gp, mae_gp),
         ("ensemble (lightgbm+gp)", rho_e, mae_e),
+        (f"auto (CV picked {auto_name})", rho_a, mae_a),
     ]:
         print(f"  {name:<32} {r:14.2f} {m:8.4f}")
 
@@ -144,19 +156,24 @@ def main() -> None:
             ("gp", None),
             ("ensemble", None),
         ]
-        print(f"  {'column':<38} {'mixlab':>7} {'paper':>7} {'linear':>7} {'gp':>7} {'ens':>7}")
+        print(f"  {'column':<38} {'mixlab':>7} {'paper':>7} {'linear':>7} {'gp':>7} {'ens':>7} {'auto':>7}")
         table = []
+        picks = []
         for col in loss.columns:
             row = [test_scores(mix, loss, tmix, tloss, col, m, p)[0] for m, p in models]
-            table.append(row)
-            print(f"  {col.removeprefix('metric/the_pile_'):<38} " + " ".join(f"{r:7.2f}" for r in row))
+            pick, rho, _ = auto_scores(mix, loss, tmix, tloss, col)
+            picks.append(pick)
+            table.append([*row, rho])
+            cells = " ".join(f"{r:7.2f}" for r in table[-1])
+            print(f"  {col.removeprefix('metric/the_pile_'):<38} {cells}  (auto: {pick})")
         print(f"  {'mean':<38} " + " ".join(f"{r:7.2f}" for r in np.mean(table, axis=0)))
+        print("  auto picked: " + ", ".join(f"{m} {picks.count(m)}" for m in sorted(set(picks))))
 
     show_optimum(mix, loss, n_search=2000 if args.quick else 100000)
     print(f"\nelapsed {time.perf_counter() - t0:.1f} s")
     print(
         f"RESULT spearman_lgbm={rho_l:.2f} spearman_linear={rho_lin:.2f} spearman_gp={rho_gp:.2f} "
-        f"spearman_ensemble={rho_e:.2f} mae_lgbm={mae_l:.4f}"
+        f"spearman_ensemble={rho_e:.2f} spearman_auto={rho_a:.2f} auto_model={auto_name} mae_lgbm={mae_l:.4f}"
     )
 
 

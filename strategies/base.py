@@ -150,7 +150,7 @@ class Recommendation:
     weights: tuple[float, ...]
     predicted_loss: float | None = None
     std: float | None = None
-    diagnostics: Mapping[str, float] = field(default_factory=dict)
+    diagnostics: Mapping[str, float | str] = field(default_factory=dict)  # numbers, and names (a model)
     alternatives: tuple[tuple[tuple[float, ...], float], ...] = ()
 
 

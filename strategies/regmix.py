@@ -30,7 +30,16 @@ from strategies.base import (
     StrategyError,
     at_fidelity,
 )
-from strategies.regression import CVEnsemble, check_model, combine, fit_with_cv, seeded_subset
+from strategies.regression import (
+    AUTO,
+    MODELS,
+    CVEnsemble,
+    check_model,
+    combine,
+    fit_chosen,
+    fit_with_cv,
+    seeded_subset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,8 @@ class MixtureModel:
     fidelity_index: int
     per_domain: bool  # True: one model per target domain, combined with the target weights
     X: np.ndarray  # (n, k) training mixtures
+    model: str  # the regressor fitted (under "auto", the one chosen)
+    candidates: Mapping[str, float]  # under "auto": each candidate's CV Spearman
 
     def predict(self, W: np.ndarray) -> np.ndarray:
         return self.ensemble.predict(W)
@@ -57,9 +68,11 @@ class MixtureModel:
     def predict_with_std(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.ensemble.predict_with_std(W)
 
-    def diagnostics(self) -> dict[str, float]:
+    def diagnostics(self) -> dict[str, float | str]:
         return {
             **self.ensemble.report.diagnostics(),
+            **self.candidates,
+            "model": self.model,
             "fit_fidelity_index": float(self.fidelity_index),
             "per_domain_models": float(self.per_domain),
         }
@@ -73,8 +86,9 @@ class RegMix:
     ``max_fit`` are unaffected.
 
     Parameters:
-        model: regressor of loss on weights: "lightgbm", "linear", "gp" (on √weights, slower) or
-            "ensemble" (mean of lightgbm and gp)
+        model: regressor of loss on weights: "auto" (the best cross-validated of the others, chosen at
+            every fit), "lightgbm", "linear", "gp" (on √weights, slower) or "ensemble" (mean of
+            lightgbm and gp)
         concentrations: Dirichlet strengths around the prior for proposals and the recommendation search
             (low = sparse); default: 15 values log-spaced from 0.1 to 5
         min_weight: weights below it are zeroed and their mass given to the others, in [0, 0.5)
@@ -86,7 +100,8 @@ class RegMix:
             runs); default: the target fidelity
         temperature: flattens the natural prior, w ∝ p^(1/T); 1 = natural (the paper used 2), > 0
         seed: seed of the fits (CV folds, subsets) and the recommendation search; recommend is deterministic
-        regressor_params: overrides of the regressor's settings (LightGBM or LinearRegression arguments)
+        regressor_params: overrides of the regressor's settings (LightGBM or LinearRegression arguments);
+            under "auto" and "ensemble", one dict per model name ({"lightgbm": {…}, "gp": {…}})
         max_fit: most runs one fit uses; beyond it a seeded random subset is fitted
     """
 
@@ -94,7 +109,7 @@ class RegMix:
 
     def __init__(
         self,
-        model: str = "lightgbm",
+        model: str = AUTO,
         concentrations: Sequence[float] = DEFAULT_CONCENTRATIONS,
         min_weight: float = 1e-3,
         n_search: int = 20000,
@@ -107,7 +122,7 @@ class RegMix:
         regressor_params: Mapping[str, Any] | None = None,
         max_fit: int = 4096,
     ) -> None:
-        self.model = check_model(model)
+        self.model = check_model(model, auto=True)
         self.concentrations = [float(c) for c in concentrations]
         if not self.concentrations or min(self.concentrations) <= 0:
             raise StrategyError("concentrations must be a non-empty list of positive numbers")
@@ -123,6 +138,12 @@ class RegMix:
         self.folds, self.average_top, self.fidelity = int(folds), int(average_top), fidelity
         self.temperature, self.seed = float(temperature), int(seed)
         self.regressor_params = dict(regressor_params or {})
+        flat = sorted(set(self.regressor_params) - set(MODELS))
+        if self.model in (AUTO, "ensemble") and flat:
+            raise StrategyError(
+                f"under model={self.model!r} give regressor_params per model, e.g. "
+                f'{{"lightgbm": {{"n_estimators": 300}}}}; {flat} name no model of {list(MODELS)}'
+            )
         self.max_fit = int(max_fit)
 
     # ---- propose -------------------------------------------------------------------------------
@@ -204,16 +225,17 @@ class RegMix:
         if X.shape[1] != space.k:
             raise StrategyError(f"observations have {X.shape[1]} weights but the space has {space.k} domains")
 
-        def fit(y: np.ndarray) -> CVEnsemble:
-            return fit_with_cv(X, y, self.model, self.folds, self.seed, self.regressor_params)
+        y = np.array(
+            [sum(w * o.losses[d] for d, w in targets.items()) if per_domain else o.target_loss for o in obs]
+        )
+        per_target = [np.array([o.losses[d] for o in obs]) for d in targets] if per_domain else [y]
 
-        if per_domain:
-            y = np.array([sum(w * o.losses[d] for d, w in targets.items()) for o in obs])
-            parts = [fit(np.array([o.losses[d] for o in obs])) for d in targets]
-            ensemble = combine(parts, list(targets.values()), y)
-        else:
-            ensemble = fit(np.array([o.target_loss for o in obs]))
-        return MixtureModel(ensemble, space.fidelities[index], index, per_domain, X)
+        def fit(model: str, params: Mapping[str, Any]) -> CVEnsemble:
+            parts = [fit_with_cv(X, part, model, self.folds, self.seed, params) for part in per_target]
+            return combine(parts, list(targets.values()), y) if per_domain else parts[0]
+
+        model, ensemble, candidates = fit_chosen(fit, y, self.model, self.regressor_params)
+        return MixtureModel(ensemble, space.fidelities[index], index, per_domain, X, model, candidates)
 
     # ---- recommend -----------------------------------------------------------------------------
     def recommend(self, space: SearchSpace, history: Sequence[Observation]) -> Recommendation:
@@ -262,7 +284,8 @@ class RegMix:
         """The ``top_k`` best distinct points (2-decimal resolution) other than the recommendation."""
         if self.top_k == 0:
             return ()
-        distinct = simplex.dedupe(np.concatenate([best[None], ranked[: 50 * self.top_k]]), decimals=2)[1:]
+        # The whole ranking, not only its head: a smooth model (the GP) refines its head into one point.
+        distinct = simplex.dedupe(np.concatenate([best[None], ranked]), decimals=2)[1:]
         distinct = distinct[np.abs(distinct - best).sum(axis=1) > 1e-2][: self.top_k]
         losses = model.predict(distinct) if len(distinct) else np.empty(0)
         return tuple((tuple(float(x) for x in w), float(v)) for w, v in zip(distinct, losses, strict=True))

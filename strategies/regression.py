@@ -32,7 +32,9 @@ from strategies.base import StrategyError
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("lightgbm", "linear", "gp", "ensemble")
+MODELS = ("lightgbm", "linear", "gp", "ensemble")  # what fit_regressor fits
+AUTO = "auto"  # RegMix's default: the model with the best CV on the history (fit_chosen)
+AUTO_GP_ROWS = 512  # the GP's rows while choosing: a 1,024-row GP CV costs ~20 s on 2 cores, 512 a quarter
 
 # LightGBM settings (all overridable through ``params``). min_child_samples is scaled down for small n.
 # Unless ``params`` sets ``extra_trees``, one booster of each kind is fitted and their mean predicted.
@@ -179,10 +181,36 @@ def _ensemble(X: np.ndarray, y: np.ndarray, seed: int, params: Mapping[str, Any]
 _FITTERS = {"lightgbm": _lightgbm, "linear": _linear, "gp": _gp, "ensemble": _ensemble}
 
 
-def check_model(model: str) -> str:
-    if model not in _FITTERS:
-        raise StrategyError(f"unknown regressor {model!r}; choose one of {', '.join(MODELS)}")
+def check_model(model: str, auto: bool = False) -> str:
+    if model not in _FITTERS and not (auto and model == AUTO):
+        choices = (AUTO, *MODELS) if auto else MODELS
+        raise StrategyError(f"unknown regressor {model!r}; choose one of {', '.join(choices)}")
     return model
+
+
+def fit_chosen(
+    fit: Callable[[str, Mapping[str, Any]], CVEnsemble],
+    y: np.ndarray,
+    model: str,
+    params: Mapping[str, Any],
+) -> tuple[str, CVEnsemble, dict[str, float]]:
+    """``fit(name, params)`` for ``model``; for "auto", LightGBM, the GP and a linear fit on the same
+    folds plus their LightGBM+GP mean, keeping the best CV Spearman (ties: lower MAE).
+
+    Returns (chosen name, its ensemble, every candidate's CV Spearman). Under "auto", ``params`` holds
+    each model's settings under its name (as for "ensemble"). Which model ranks mixtures best depends on
+    the data: LightGBM on small noisy histories, the GP on larger smooth ones (``bench/regmix_fit.py``).
+    """
+    if model != AUTO:
+        return model, fit(model, params), {}
+    gp = {"max_rows": AUTO_GP_ROWS, **params.get("gp", {})}
+    fitted = {m: fit(m, gp if m == "gp" else params.get(m, {})) for m in ("lightgbm", "gp", "linear")}
+    fitted["ensemble"] = combine([fitted["lightgbm"], fitted["gp"]], (0.5, 0.5), y)
+    best = max(fitted, key=lambda m: (fitted[m].report.spearman, -fitted[m].report.mae))
+    logger.info(
+        "auto model: %s (CV spearman %s)", best, {m: round(e.report.spearman, 4) for m, e in fitted.items()}
+    )
+    return best, fitted[best], {f"cv_spearman_{m}": e.report.spearman for m, e in fitted.items()}
 
 
 def fit_regressor(

@@ -31,7 +31,7 @@ class TrustWarning:
 
 def check(space: SearchSpace, history: Sequence[Observation], rec: Recommendation) -> list[TrustWarning]:
     """The warnings that apply to ``rec``, fitted on ``history``; [] for a trustworthy one."""
-    d = dict(rec.diagnostics)
+    d = {k: v for k, v in rec.diagnostics.items() if isinstance(v, int | float)}
     index = int(d.get("fit_fidelity_index", len(space.fidelities) - 1))
     fidelity = space.fidelities[min(max(index, 0), len(space.fidelities) - 1)].name
     runs = [o for o in at_fidelity(history, fidelity) if np.isfinite(o.target_loss)]

@@ -206,6 +206,8 @@ def _recommendation(experiment_id: int) -> Fitted:
         rows = fit_plot.target_rows(session, experiment)
         model = experiment.strategy_params.get("model")
     rec = strategy.recommend(space, hist)
+    chosen = rec.diagnostics.get("model")  # the regressor "auto" picked, if the strategy says
+    model = chosen if isinstance(chosen, str) else model
     fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
     return Fitted(rec, fit, trust.check(space, hist, rec), len(hist))
 

@@ -36,7 +36,7 @@ VIEWPORT = {"width": 1440, "height": 900}
 QUICK_REGMIX = {
     "n_search": 2000,
     "average_top": 20,
-    "regressor_params": {"n_estimators": 300, "learning_rate": 0.05},
+    "regressor_params": {"lightgbm": {"n_estimators": 300, "learning_rate": 0.05}},
 }
 
 

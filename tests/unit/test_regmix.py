@@ -226,3 +226,27 @@ def test_constructor_rejects_bad_params() -> None:
     for bad in ({"concentrations": []}, {"min_weight": 0.7}, {"folds": 1}, {"temperature": 0}):
         with pytest.raises(StrategyError):
             RegMix(**bad)
+
+
+def test_auto_keeps_the_best_cross_validated_model_and_says_which() -> None:
+    space = make_space()
+    strategy = get_strategy("regmix", n_search=500)
+    history = observe([c.weights for c in strategy.propose(space, [], 60, seed=1)], "s")
+    fitted = strategy.fit(space, history)
+    assert fitted is not None
+    scores = {k.removeprefix("cv_spearman_"): v for k, v in fitted.candidates.items()}
+    assert set(scores) == {"lightgbm", "gp", "linear", "ensemble"}
+    assert fitted.model == max(scores, key=scores.__getitem__)
+    assert fitted.ensemble.report.spearman == pytest.approx(scores[fitted.model])
+    rec = strategy.recommend(space, history)
+    assert rec.diagnostics["model"] == fitted.model
+    fixed = get_strategy("regmix", model="linear", n_search=500).fit(space, history)
+    assert fixed is not None and fixed.model == "linear" and fixed.candidates == {}
+    assert fixed.ensemble.report.spearman == pytest.approx(scores["linear"])
+
+
+def test_flat_regressor_params_under_auto_are_refused_not_ignored() -> None:
+    with pytest.raises(StrategyError, match="per model"):
+        get_strategy("regmix", regressor_params={"n_estimators": 300})
+    get_strategy("regmix", regressor_params={"lightgbm": {"n_estimators": 300}, "gp": {"maxiter": 5}})
+    get_strategy("regmix", model="lightgbm", regressor_params={"n_estimators": 300})

@@ -61,11 +61,13 @@ def test_fit_predict_recommend_round_trip(files: dict[str, Path]) -> None:
     assert "train_the_pile_pile_cc" in result.output and "predicted loss: regmix" in result.output
 
 
-def test_lightgbm_prints_predictions_to_stdout(files: dict[str, Path]) -> None:
+def test_auto_model_prints_its_choice_and_predictions_to_stdout(files: dict[str, Path]) -> None:
     args = ["--mixtures", files["m"], "--losses", files["l"], "--target", TARGET, "--predict", files["p"]]
     result = runner.invoke(regress_app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    assert "lightgbm on 60 runs, 5-fold CV" in result.output
+    chosen = result.output.split(" on 60 runs, 5-fold CV")[0].split()[-1]
+    assert chosen in ("lightgbm", "gp", "linear", "ensemble")
+    assert "(auto: the best of lightgbm " in result.output
     lines = result.output.splitlines()
     start = lines.index("index,predicted")
     assert [line.split(",")[0] for line in lines[start + 1 :]] == [str(i) for i in range(1, 13)]
