@@ -128,7 +128,8 @@ def _report(exp: dict[str, Any], rec: dict[str, Any]) -> None:
     diag = rec["diagnostics"]
     if "cv_spearman" in diag:
         mae = diag.get("cv_mae", float("nan"))
-        print(f"  fit: cross-validated Spearman {diag['cv_spearman']:.3f}, MAE {mae:.4f}")
+        model = f"{diag['model']}, " if "model" in diag else ""
+        print(f"  fit: {model}cross-validated Spearman {diag['cv_spearman']:.3f}, MAE {mae:.4f}")
     print(f"  best observed target loss {exp['best_loss']:.4f}")
     for warning in rec.get("warnings", []):
         print(f"  warning ({warning['code']}): {warning['message']}")
