@@ -28,6 +28,7 @@ Exponents = Literal["auto", "shared", "separate"]
 EXPONENT_BOUNDS = (0.05, 1.5)
 BAND = 0.9  # central share of the bootstrap predictions the band holds
 N_BOOTSTRAP = 200
+SEPARATE_PARAMS = 5  # E, A, α, B, β of one mixture's own law
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ def _choose_exponents(points: Sequence[LadderPoint], n0: float, d0: float) -> Li
         _check(train)
     except ScalingLawError:
         return "shared"  # too short a ladder to hold a rung out: the simpler law
+    if min(sum(p.mixture == m for p in train) for m in _mixtures(train)) <= SEPARATE_PARAMS:
+        return "shared"  # five free parameters on five points or fewer would fit anything
     errors = {}
     for kind in ("shared", "separate"):
         laws = _fit(train, kind, n0, d0)
