@@ -1,0 +1,475 @@
+"""Does a mixture recommended from small proxies transfer to a larger scale? Real runs on the demo corpus.
+
+mixlab searches at the proxy scale and recommends for a larger one; that is only worth doing if the
+ranking of mixtures survives the change of scale. On the 7 bundled domains (5 BBC news topics, Python
+code, licence texts; target: the uniform average of every domain's validation loss, weighted as the
+service weights it) this bench
+
+1. gives every strategy the same proxy budget at the smallest preset ``xs`` (``--proxy-runs`` runs of
+   ``--proxy-tokens``, counted in FLOPs, proposed 4 at a time) and takes its recommendation; ``uniform``
+   and ``natural`` need no runs; ``aioli`` spends the budget's tokens as one online run (capped where
+   uniform weights would repeat a domain more than ``max_epochs`` times) and recommends its final weights;
+2. trains every recommendation and a seeded sample of RegMix's proxy mixtures at preset ``s`` on 4x the
+   proxy tokens, and at the proxy scale, ``--seeds`` seeds each: the target-scale loss per strategy, and
+   the Spearman rho between proxy-scale and target-scale losses (seed means) over all those mixtures;
+3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed)
+   for the best learned mixture, uniform and natural, holds out each one's largest rung (m at the most
+   tokens) and reports how well the law predicts it.
+
+Runs already made at the same preset, tokens, mixture and seed are reused. Writes ``artifacts/transfer.png``
+(loss vs training FLOPs; proxy vs target scatter) and every raw result to ``artifacts/transfer.json``; the
+prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
+
+    .venv/bin/python bench/transfer.py [--quick] [--proxy-runs 24] [--proxy-tokens 250000] [--seeds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.online import HELDOUT_TOKENS, ONLINE_PARAMS, UPDATE_TOKENS, WARMUP_SHARE  # noqa: E402
+from proxy_models.corpora import BBC_TOPICS, SOURCES, documents, take, write_jsonl  # noqa: E402
+from proxy_models.data import PreparedData, prepare  # noqa: E402
+from proxy_models.device import resolve_device  # noqa: E402
+from proxy_models.online import OnlineController  # noqa: E402
+from proxy_models.presets import get_preset, run_flops  # noqa: E402
+from proxy_models.train import RunConfig, train_proxy  # noqa: E402
+from strategies import get_strategy, simplex  # noqa: E402
+from strategies.base import Fidelity, Observation, SearchSpace, Strategy  # noqa: E402
+from strategies.scaling_law import LadderPoint, ScalingLawError, fit_scaling_law, holdout_largest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+FIXED, LEARNED = ("uniform", "natural"), ("regmix", "admire", "climb", "aioli")
+BATCH, MAX_EPOCHS, PROXY, TARGET, LADDER = 4, 4.0, "xs", "s", ("xs", "s", "m")
+LADDER_FRACTIONS = (0.25, 0.5, 1.0)  # of the transfer tokens
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What --quick changes: corpus size, evaluation tokens, strategy settings, the flags' defaults."""
+
+    bbc_chars: int | None  # per BBC topic (None: all of it)
+    big_chars: int  # code and legal each
+    eval_tokens: int  # validation tokens per domain that score every run
+    proxy_runs: int
+    proxy_tokens: int
+    transfer_mixtures: int
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy overrides
+
+
+# 8 sampled mixtures, not 16: with 16 (44 runs of s at 1M tokens) the full run takes about an hour on 2 cores.
+FULL = Scale(None, 3_000_000, 16_384, proxy_runs=24, proxy_tokens=250_000, transfer_mixtures=8)
+_FAST_FIT = {"model": "lightgbm", "folds": 2, "regressor_params": {"n_estimators": 50}}
+QUICK_FITS = {"regmix": {**_FAST_FIT, "n_search": 1000}, "climb": {**_FAST_FIT, "pool_size": 1000}}
+QUICK = Scale(
+    300_000, 900_000, 1_024, proxy_runs=8, proxy_tokens=2_048, transfer_mixtures=3, params=QUICK_FITS
+)
+
+
+@dataclass
+class Run:
+    preset: str
+    tokens: int  # trained (whole batches)
+    seed: int
+    weights: tuple[float, ...]
+    losses: dict[str, float]
+    target_loss: float
+    wall_s: float
+    train_s: float
+    label: str
+
+
+class Trainer:
+    """Trains fixed-mixture runs, once per (preset, tokens, mixture, seed), and logs each as it ends."""
+
+    def __init__(self, data: PreparedData, space: SearchSpace, device: str, eval_tokens: int) -> None:
+        self.data, self.space, self.device, self.eval_tokens = data, space, device, eval_tokens
+        self.runs: dict[tuple[Any, ...], Run] = {}
+        self.started = time.perf_counter()
+
+    def config(self, preset: str, weights: dict[str, float], tokens: int, seed: int) -> RunConfig:
+        return RunConfig(preset, weights, tokens, seed, MAX_EPOCHS, self.device, self.eval_tokens)
+
+    def train(self, preset: str, weights: tuple[float, ...], tokens: int, seed: int, label: str) -> Run:
+        key = (preset, tokens, tuple(round(w, 6) for w in weights), seed)
+        if key not in self.runs:
+            mix = dict(zip(self.data.domains, weights, strict=True))
+            r = train_proxy(self.data, self.config(preset, mix, tokens, seed))
+            loss = self.space.target_loss(r.losses)
+            self.runs[key] = Run(preset, r.tokens, seed, weights, r.losses, loss, r.wall_s, r.train_s, label)
+            self.log(
+                f"{preset:>2} {tokens:>9,} tok seed {seed}  {label:<10} loss {loss:.4f}  ({r.wall_s:.1f} s)"
+            )
+        return self.runs[key]
+
+    def log(self, line: str) -> None:
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {line}", flush=True)
+
+
+def build_data(root: Path, scale: Scale) -> PreparedData:
+    """The 7 bundled domains, written and prepared once (a rerun finds the preparation and reuses it)."""
+    limit = {s: scale.bbc_chars if s in BBC_TOPICS else scale.big_chars for s in SOURCES}
+    docs = {s: take(documents(s), max_chars=limit[s]) for s in SOURCES}
+    return prepare(
+        {s: write_jsonl(root / "corpus" / f"{s}.jsonl", d) for s, d in docs.items()}, root / "prepared"
+    )
+
+
+def fidelity(preset: str, tokens: int, vocab: int, name: str | None = None) -> Fidelity:
+    return Fidelity(name or preset, tokens, run_flops(preset, tokens, vocab), {"preset": preset})
+
+
+def make_space(data: PreparedData, fidelities: tuple[Fidelity, ...], args: argparse.Namespace) -> SearchSpace:
+    return SearchSpace(
+        domains=data.domains,
+        tokens=tuple(data.train_tokens[d] for d in data.domains),
+        target={d: 1 / len(data.domains) for d in data.domains},  # the service's default target
+        fidelities=fidelities,
+        max_epochs=MAX_EPOCHS,
+        target_tokens=args.transfer_tokens,  # a recommendation must be trainable at the transfer scale
+        budget=float(args.proxy_runs),
+    )
+
+
+def drive(name: str, strategy: Strategy, space: SearchSpace, trainer: Trainer) -> list[Observation]:
+    """The service's loop in miniature: propose 4, train them, repeat until the FLOP budget is spent."""
+    budget = float(space.budget or 0) * space.target_fidelity.cost * (1 + 1e-9)
+    history: list[Observation] = []
+    spent, cheapest = 0.0, min(f.cost for f in space.fidelities)
+    while spent + cheapest <= budget:
+        trained = 0
+        for c in strategy.propose(space, history, BATCH, seed=len(history)):
+            f = space.fidelity(c.fidelity)
+            if spent + f.cost <= budget:
+                run = trainer.train(f.params["preset"], c.weights, f.tokens, 0, f"{name}:{f.name}")
+                history.append(Observation(c.weights, f.name, run.losses, run.target_loss, f.cost))
+                spent, trained = spent + f.cost, trained + 1
+        if not trained:
+            break
+    return history
+
+
+def run_aioli(
+    data: PreparedData, args: argparse.Namespace, trainer: Trainer
+) -> tuple[tuple[float, ...], str]:
+    """One online Aioli run at the proxy preset on the proxy budget's tokens; its final weights."""
+    preset, tokens = get_preset(PROXY), args.proxy_runs * args.proxy_tokens
+    # Beyond this budget even uniform weights would repeat the smallest domain more than MAX_EPOCHS times.
+    cap = int(MAX_EPOCHS * min(data.train_tokens.values()) * len(data.domains))
+    note = f"one online run of {tokens:,} tokens"
+    if tokens > cap:
+        note = (
+            f"one online run of {cap:,} tokens (not {tokens:,}: past it uniform weights break the epoch caps)"
+        )
+        tokens = cap
+    every = max(1, min(UPDATE_TOKENS // preset.batch_tokens, preset.steps(tokens) // 16))
+    params = dict(ONLINE_PARAMS["aioli"], budget_tokens=tokens)
+    params["warmup_updates"] = max(1, round(WARMUP_SHARE * preset.steps(tokens) / every))
+    space = make_space(data, (fidelity(PROXY, tokens, data.vocab_size),), args)
+    heldout = {d: data.tokens(d, "val")[trainer.eval_tokens + 1 :] for d in data.domains}
+    controller = OnlineController("aioli", space, every=every, seed=0, heldout=heldout, **params)
+    r = train_proxy(data, trainer.config(PROXY, controller.weights, tokens, 0), controller=controller)
+    loss = space.target_loss(r.losses)
+    trainer.log(f"xs {tokens:>9,} tok seed 0  aioli      loss {loss:.4f}  ({r.wall_s:.1f} s, online)")
+    final = np.array([r.trajectory[-1][1][d] for d in data.domains])
+    lo, hi = trainer.space.bounds(args.transfer_tokens)
+    note += f", {len(r.trajectory) - 1} updates every {every} steps"
+    return tuple(float(w) for w in simplex.project(final, lo, hi)[0]), note
+
+
+def proxy_phase(names: list[str], data: PreparedData, args: argparse.Namespace, trainer: Trainer) -> dict:
+    """Each strategy's recommendation, what it spent, and its proxy runs."""
+    space, out = trainer.space, {}
+    for name in names:
+        t0, history, predicted = time.perf_counter(), [], None
+        if name in FIXED:
+            weights, note = get_strategy(name).recommend(space, []).weights, "fixed: no runs"
+        elif name == "aioli":
+            weights, note = run_aioli(data, args, trainer)
+        else:
+            strategy = get_strategy(name, **args.scale.params.get(name, {}))
+            s_space = space
+            if name == "admire" and args.admire_cheap:
+                cheap = fidelity(PROXY, args.proxy_tokens // 4, data.vocab_size, f"{PROXY}/4")
+                s_space = make_space(data, (cheap, *space.fidelities), args)
+            history = drive(name, strategy, s_space, trainer)
+            rec = strategy.recommend(s_space, history)
+            weights, predicted = rec.weights, rec.predicted_loss
+            counts = {f.name: sum(o.fidelity == f.name for o in history) for f in s_space.fidelities}
+            spent = sum(o.cost for o in history) / space.target_fidelity.cost
+            note = ", ".join(f"{n} runs at {f}" for f, n in counts.items()) + f" (cost {spent:.2f} runs)"
+        out[name] = {"weights": weights, "note": note, "predicted_proxy_loss": predicted, "history": history}
+        trainer.log(f"{name}: {note}; {time.perf_counter() - t0:.0f} s\n    -> " + fmt(weights, data.domains))
+    return out
+
+
+def transfer_phase(strategies: dict, args: argparse.Namespace, trainer: Trainer) -> dict[str, dict]:
+    """Recommendations and a sample of RegMix's proxy mixtures (any strategy's without it), both scales."""
+    regmix = strategies.get("regmix", {}).get("history")
+    pool = [o.weights for o in regmix or [o for s in strategies.values() for o in s["history"]]]
+    picks = np.random.default_rng(0).choice(len(pool), min(args.transfer_mixtures, len(pool)), replace=False)
+    mixtures = {n: s["weights"] for n, s in strategies.items()} | {
+        f"proxy{i}": pool[j] for i, j in enumerate(sorted(picks))
+    }
+    table = {}
+    for label, w in mixtures.items():
+        target = [trainer.train(TARGET, w, args.transfer_tokens, s, label).target_loss for s in args.seeds]
+        proxy = [trainer.train(PROXY, w, args.proxy_tokens, s, label).target_loss for s in args.seeds]
+        table[label] = {"weights": list(w), "strategy": label in strategies, "proxy": proxy, "target": target}
+    return table
+
+
+def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespace, trainer: Trainer) -> dict:
+    """Ladder runs per mixture; a law fitted without each mixture's largest rung, and its predictions."""
+    vocab = trainer.data.vocab_size
+    points: list[LadderPoint] = []
+    out: dict[str, Any] = {"points": [], "predictions": {}, "curves": {}}
+    for label, w in mixtures.items():
+        for preset in LADDER:
+            n_params = get_preset(preset).model_config(vocab).non_embedding_params
+            for frac in LADDER_FRACTIONS:
+                run = trainer.train(preset, w, int(frac * args.transfer_tokens), args.seeds[0], label)
+                points.append(LadderPoint(label, n_params, run.tokens, run.target_loss))
+                out["points"].append({**asdict(points[-1]), "preset": preset})
+    try:
+        fit_on, held = holdout_largest(points)
+        fit = fit_scaling_law(fit_on)
+    except ScalingLawError as exc:
+        print(f"\nscaling law: no fit ({exc})")
+        return out
+    out["fit"] = fit.to_json()
+    print(
+        f"\nscaling law fitted on {len(fit_on)} ladder runs ({fit.exponents} exponents, rmse {fit.rmse:.4f})"
+    )
+    for p in held:
+        pred = fit.predict(p.mixture, p.params, p.tokens)
+        rel, ok = abs(pred.loss - p.loss) / p.loss, pred.low <= p.loss <= pred.high
+        out["predictions"][p.mixture] = {**asdict(pred), "truth": p.loss, "rel_err": rel, "in_band": ok}
+        out["predictions"][p.mixture] |= {"params": p.params, "tokens": p.tokens}
+        print(
+            f"  {p.mixture:<8} held out: {LADDER[-1]} at {p.tokens:,} tokens: predicted {pred.loss:.4f} "
+            f"[{pred.low:.4f}, {pred.high:.4f}], truth {p.loss:.4f}: error {rel:.2%}, "
+            + ("inside the band" if ok else "OUTSIDE the band")
+        )
+    grid = np.geomspace(min(p.tokens for p in points), max(p.tokens for p in points), 24)
+    for label in mixtures:
+        for preset in LADDER:
+            n_params = get_preset(preset).model_config(vocab).non_embedding_params
+            flops = [run_flops(preset, int(t), vocab) for t in grid]
+            out["curves"][f"{label}/{preset}"] = [flops, [fit.predict(label, n_params, t).loss for t in grid]]
+    return out
+
+
+def fmt(weights: tuple[float, ...], domains: tuple[str, ...]) -> str:
+    return " ".join(f"{d[:5]}={w:.2f}" for d, w in zip(domains, weights, strict=True))
+
+
+def std(xs: list[float]) -> float:
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def plot(path: Path, ladder: dict, table: dict[str, dict], rho: float, args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    vocab = args.vocab
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.5))
+    names = dict.fromkeys(
+        [*(m for m, r in table.items() if r["strategy"]), *(p["mixture"] for p in ladder["points"])]
+    )
+    color = {m: f"C{i % 10}" for i, m in enumerate(names)}
+    for p in ladder["points"]:
+        held = (
+            ladder["predictions"].get(p["mixture"], {}).get("tokens") == p["tokens"]
+            and p["preset"] == LADDER[-1]
+        )
+        marker = "*" if held else dict(zip(LADDER, "os^", strict=True))[p["preset"]]
+        x = run_flops(p["preset"], p["tokens"], vocab)
+        ax.scatter(x, p["loss"], marker=marker, s=120 if held else 25, color=color[p["mixture"]], zorder=3)
+    for m, pred in ladder["predictions"].items():
+        band = [[pred["loss"] - pred["low"]], [pred["high"] - pred["loss"]]]
+        x = run_flops(LADDER[-1], pred["tokens"], vocab) * 1.05
+        ax.errorbar(x, pred["loss"], yerr=band, fmt="x", color=color[m], capsize=3)
+    for key, (flops, loss) in ladder["curves"].items():
+        ax.plot(flops, loss, "--", lw=0.8, color=color[key.rsplit("/", 1)[0]])
+    x0 = run_flops(TARGET, args.transfer_tokens, vocab)
+    for i, (m, row) in enumerate((m, r) for m, r in table.items() if r["strategy"]):
+        y, dy = np.mean(row["target"]), std(row["target"])
+        ax.errorbar(
+            x0 * (1.08 + 0.03 * i), y, yerr=dy, fmt="D", ms=4, color=color[m], label=f"{m} at {TARGET}"
+        )
+    ax.set(xscale="log", xlabel="training FLOPs", ylabel="target loss")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(
+        "ladder (o xs, s s, ^ m; * held out, x its prediction), law fit (--), transfer runs (D)", fontsize=9
+    )
+    ax.legend(fontsize=7)
+    for m, row in table.items():
+        xy = (np.mean(row["proxy"]), np.mean(row["target"]))
+        bx.scatter(*xy, color=color[m] if row["strategy"] else "grey", s=30 if row["strategy"] else 12)
+        if row["strategy"]:
+            bx.annotate(m, xy, fontsize=7)
+    bx.set(
+        xlabel=f"proxy-scale loss ({PROXY}, {args.proxy_tokens:,} tokens)",
+        ylabel=f"target-scale loss ({TARGET})",
+    )
+    bx.set_title(
+        f"every mixture re-trained at both scales (seed means): Spearman rho = {rho:.2f}", fontsize=9
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add, q = parser.add_argument, QUICK
+    add("--quick", action="store_true", help="tiny corpus, budgets and fits: a smoke test in < 60 s")
+    add(
+        "--proxy-runs",
+        type=int,
+        help=f"proxy budget N in {PROXY} runs (default {FULL.proxy_runs}, quick {q.proxy_runs})",
+    )
+    add(
+        "--proxy-tokens",
+        type=int,
+        help=f"per proxy run, x4 at scale (default {FULL.proxy_tokens}, quick {q.proxy_tokens})",
+    )
+    add(
+        "--transfer-mixtures",
+        type=int,
+        help=f"proxy mixtures re-trained (default {FULL.transfer_mixtures}, quick 3)",
+    )
+    add("--seeds", type=int, default=2, help="seeds per re-trained mixture (default %(default)s)")
+    add(
+        "--strategies", default=",".join(FIXED + LEARNED), help="comma-separated subset (default %(default)s)"
+    )
+    add(
+        "--admire-cheap",
+        action="store_true",
+        help=f"give admire a 2nd fidelity, {PROXY} at 1/4 of the tokens",
+    )
+    add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
+    add("--out", type=Path, default=Path("artifacts/transfer.json"), help="raw results (default %(default)s)")
+    args = parser.parse_args()
+    args.scale = QUICK if args.quick else FULL
+    args.proxy_runs = args.proxy_runs or args.scale.proxy_runs
+    args.proxy_tokens = args.proxy_tokens or args.scale.proxy_tokens
+    args.transfer_tokens = 4 * args.proxy_tokens
+    args.transfer_mixtures = args.transfer_mixtures or args.scale.transfer_mixtures
+    args.seeds = list(range(args.seeds))
+    args.names = [s for s in args.strategies.split(",") if s]
+    if unknown := set(args.names) - set(FIXED + LEARNED):
+        parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(FIXED + LEARNED)}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")  # BoTorch's numerical warnings; errors still stop the bench
+    started = time.perf_counter()
+    data = build_data(ARTIFACTS / "transfer_cache" / ("quick" if args.quick else "full"), args.scale)
+    smallest = min(data.val_tokens.values())  # the tail of each val slice is Aioli's held-out text
+    eval_tokens = min(args.scale.eval_tokens, max(smallest // 2, smallest - HELDOUT_TOKENS))
+    args.vocab, device = data.vocab_size, str(resolve_device(args.device))
+    space = make_space(data, (fidelity(PROXY, args.proxy_tokens, args.vocab),), args)
+    trainer = Trainer(data, space, device, eval_tokens)
+    print(
+        f"device {device}; train tokens {data.train_tokens}; vocab {args.vocab}; each run scored on "
+        f"{eval_tokens:,} val tokens per domain; corpus ready in {time.perf_counter() - started:.1f} s"
+    )
+    print(
+        f"proxy budget {args.proxy_runs} x {PROXY} at {args.proxy_tokens:,} tokens; transfer: {TARGET} at "
+        f"{args.transfer_tokens:,} tokens, seeds {args.seeds}; target: mean over {len(data.domains)} domains"
+    )
+
+    strategies = proxy_phase(args.names, data, args, trainer)
+    table = transfer_phase(strategies, args, trainer)
+    unique = list({tuple(np.round(r["weights"], 6)): r for r in table.values()}.values())
+    rho = float(spearmanr([np.mean(r["proxy"]) for r in unique], [np.mean(r["target"]) for r in unique])[0])
+    seed_std = float(np.mean([std(r["target"]) for r in unique]))
+    print(
+        f"\ntarget loss at {TARGET}, {args.transfer_tokens:,} tokens (mean ± std, {len(args.seeds)} seeds) "
+        f"| at {PROXY}, {args.proxy_tokens:,} tokens | predicted at {PROXY}"
+    )
+    for name, row in sorted(table.items(), key=lambda kv: float(np.mean(kv[1]["target"]))):
+        if row["strategy"]:
+            pred = strategies[name]["predicted_proxy_loss"]
+            print(
+                f"  {name:<8} {np.mean(row['target']):.4f} ± {std(row['target']):.4f} | "
+                f"{np.mean(row['proxy']):.4f} | {'-' if pred is None else f'{pred:.4f}'}"
+            )
+    if sampled := [float(np.mean(r["target"])) for r in table.values() if not r["strategy"]]:
+        print(f"  {len(sampled)} proxy mixtures: best {min(sampled):.4f}, median {np.median(sampled):.4f}")
+    print(
+        f"Spearman rho, proxy vs target scale, over {len(unique)} distinct mixtures: {rho:.3f}; "
+        f"mean seed std at the target scale {seed_std:.4f}"
+    )
+
+    learned = [n for n in args.names if n in LEARNED]
+    best = min(learned, key=lambda n: float(np.mean(table[n]["target"]))) if learned else None
+    ladder_mixtures = {n: get_strategy(n).recommend(space, []).weights for n in FIXED}
+    if best:
+        ladder_mixtures = {best: strategies[best]["weights"], **ladder_mixtures}
+    ladder = ladder_phase(ladder_mixtures, args, trainer)
+    plot(ARTIFACTS / "transfer.png", ladder, table, rho, args)
+
+    preds = ladder["predictions"].values()
+    result = {
+        "rho_proxy_target": rho,
+        "best_learned": best or "none",
+        "best_learned_loss": float(np.mean(table[best]["target"])) if best else float("nan"),
+        **{n: float(np.mean(table[n]["target"])) if n in table else float("nan") for n in FIXED},
+        "scale_pred_rel_err": float(np.mean([p["rel_err"] for p in preds])) if preds else float("nan"),
+        "scale_in_band": f"{sum(p['in_band'] for p in preds)}/{len(ladder_mixtures)}",
+        "seed_std": seed_std,
+    }
+    speed = {}
+    for preset in LADDER:
+        if runs := [r for r in trainer.runs.values() if r.preset == preset]:
+            rate = sum(r.tokens for r in runs) / sum(r.train_s for r in runs)
+            other = float(np.mean([r.wall_s - r.train_s for r in runs]))
+            speed[preset] = {"runs": len(runs), "train_tokens_per_s": rate, "other_s_per_run": other}
+            print(f"{preset}: {len(runs)} runs, {rate:,.0f} tokens/s + {other:.1f} s setup/eval each")
+    settings = {k: v for k, v in vars(args).items() if k not in ("scale", "out")}
+    for s in strategies.values():
+        s["history"] = [asdict(o) for o in s["history"]]
+    report: dict[str, Any] = {
+        "settings": settings | {"eval_tokens": eval_tokens, "device": device},
+        "strategies": strategies,
+    }
+    report |= {"domains": {d: [data.train_tokens[d], data.val_tokens[d]] for d in data.domains}}
+    report |= {"transfer": table, "ladder": ladder, "speed": speed, "result": result}
+    report |= {"runs": [asdict(r) for r in trainer.runs.values()], "wall_s": time.perf_counter() - started}
+    out = args.out if args.out.is_absolute() else ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote artifacts/transfer.png and {args.out}; {time.perf_counter() - started:.0f} s in all")
+    print(
+        "RESULT "
+        + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+    )
+
+
+if __name__ == "__main__":
+    main()
