@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 from app.core.config import get_settings
 from app.core.db import is_postgres
 from app.errors import Conflict, InvalidInput, NotFound, NotReady
-from app.models import Experiment, Run, utcnow, valid_id
+from app.models import Experiment, Run, ScalePrediction, utcnow, valid_id
 from app.schemas import CurvePoint, ImportedRun, RunOut, RunWithCurve, unknown
 from app.services import curves
 from app.services.planning import request_plan
-from app.status import FINISHED, Executor, ExperimentStatus, RunOrigin, RunStatus
+from app.status import FINISHED, Executor, ExperimentStatus, RunOrigin, RunStatus, ScaleStatus
 
 COMPUTED = {"weights", "eta_s", "curve"}
 
@@ -292,7 +292,13 @@ def retry(*, session: Session, experiment: Experiment, run: Run) -> list[int]:
         raise Conflict(
             f"run {run.id} is {run.status}; only failed or cancelled runs can be retried", code="bad_status"
         )
-    if experiment.status in FINISHED:
+    if run.ladder_id is not None:  # a ladder rung: its scale prediction runs again, the search stays as it is
+        session.execute(
+            update(ScalePrediction)
+            .where(ScalePrediction.id == run.ladder_id)
+            .values(status=ScaleStatus.RUNNING, error=None, finished_at=None)
+        )
+    elif experiment.status in FINISHED:
         experiment.status = ExperimentStatus.RUNNING
         experiment.finished_at = None
         experiment.error = None

@@ -141,6 +141,13 @@ def test_bad_ladders_are_refused_and_nothing_is_stored(
     twice = api.post(f"{base}/scale-prediction/cancel", headers=auth)
     assert twice.status_code == 409 and error_code(twice) == "bad_status"
 
+    cancelled_runs = api.get(f"{base}/runs", params={"status": "cancelled"}, headers=auth).json()["items"]
+    assert {r["fidelity"].split(":")[0] for r in cancelled_runs} == {"ladder"}
+    retried = api.post(f"{base}/runs/{cancelled_runs[0]['id']}/retry", headers=auth)
+    assert retried.status_code == 200, retried.text
+    assert api.get(f"{base}/scale-prediction", headers=auth).json()["status"] == "running"
+    assert api.get(base, headers=auth).json()["status"] == "done"  # a rung's retry leaves the search be
+
 
 def test_only_done_worker_experiments_can_predict(api: Any, auth: dict[str, str]) -> None:
     external = api.post("/api/v1/experiments", json=external_spec(), headers=auth).json()
