@@ -16,7 +16,8 @@ service weights it) this bench
    for the best learned mixture, uniform and natural, holds out each one's largest rung (m at the most
    tokens) and reports how well the law predicts it.
 
-Runs already made at the same preset, tokens, mixture and seed are reused. Writes ``artifacts/transfer.png``
+Runs already made at the same preset, tokens, mixture and seed are reused, also across invocations
+(``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh`` retrains). Writes ``artifacts/transfer.png``
 (loss vs training FLOPs; proxy vs target scatter) and every raw result to ``artifacts/transfer.json``; the
 prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
 
@@ -94,23 +95,43 @@ class Run:
 
 
 class Trainer:
-    """Trains fixed-mixture runs, once per (preset, tokens, mixture, seed), and logs each as it ends."""
+    """Trains fixed-mixture runs, once per (preset, tokens, mixture, seed), and logs each as it ends.
 
-    def __init__(self, data: PreparedData, space: SearchSpace, device: str, eval_tokens: int) -> None:
+    Finished runs are also appended to ``journal`` (JSON lines), so an interrupted bench resumes where it
+    stopped: a rerun with the same corpus and settings reads them back instead of training them again."""
+
+    def __init__(
+        self, data: PreparedData, space: SearchSpace, device: str, eval_tokens: int, journal: Path
+    ) -> None:
         self.data, self.space, self.device, self.eval_tokens = data, space, device, eval_tokens
         self.runs: dict[tuple[Any, ...], Run] = {}
+        self.journal = journal
+        if journal.exists():
+            for line in journal.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["eval_tokens"] == eval_tokens and entry["device"] == device:
+                    run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
+                    self.runs[self.key(run.preset, entry["asked_tokens"], run.weights, run.seed)] = run
+        self.resumed = len(self.runs)
         self.started = time.perf_counter()
+
+    @staticmethod
+    def key(preset: str, tokens: int, weights: tuple[float, ...], seed: int) -> tuple[Any, ...]:
+        return (preset, tokens, tuple(round(w, 6) for w in weights), seed)
 
     def config(self, preset: str, weights: dict[str, float], tokens: int, seed: int) -> RunConfig:
         return RunConfig(preset, weights, tokens, seed, MAX_EPOCHS, self.device, self.eval_tokens)
 
     def train(self, preset: str, weights: tuple[float, ...], tokens: int, seed: int, label: str) -> Run:
-        key = (preset, tokens, tuple(round(w, 6) for w in weights), seed)
+        key = self.key(preset, tokens, weights, seed)
         if key not in self.runs:
             mix = dict(zip(self.data.domains, weights, strict=True))
             r = train_proxy(self.data, self.config(preset, mix, tokens, seed))
             loss = self.space.target_loss(r.losses)
             self.runs[key] = Run(preset, r.tokens, seed, weights, r.losses, loss, r.wall_s, r.train_s, label)
+            entry = {"asked_tokens": tokens, "eval_tokens": self.eval_tokens, "device": self.device}
+            with self.journal.open("a") as fh:
+                fh.write(json.dumps({**entry, "run": asdict(self.runs[key])}) + "\n")
             self.log(
                 f"{preset:>2} {tokens:>9,} tok seed {seed}  {label:<10} loss {loss:.4f}  ({r.wall_s:.1f} s)"
             )
@@ -221,6 +242,10 @@ def transfer_phase(strategies: dict, args: argparse.Namespace, trainer: Trainer)
     """Recommendations and a sample of RegMix's proxy mixtures (any strategy's without it), both scales."""
     regmix = strategies.get("regmix", {}).get("history")
     pool = [o.weights for o in regmix or [o for s in strategies.values() for o in s["history"]]]
+    # Only mixtures the 4x larger budget can train: a proxy mixture may lean on a small domain that 4x the
+    # tokens would repeat more than max_epochs times.
+    lo, hi = trainer.space.bounds(args.transfer_tokens)
+    pool = [w for w in pool if simplex.is_feasible(np.asarray(w), lo, hi)[0]]
     picks = np.random.default_rng(0).choice(len(pool), min(args.transfer_mixtures, len(pool)), replace=False)
     mixtures = {n: s["weights"] for n, s in strategies.items()} | {
         f"proxy{i}": pool[j] for i, j in enumerate(sorted(picks))
@@ -368,6 +393,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help=f"give admire a 2nd fidelity, {PROXY} at 1/4 of the tokens",
     )
+    add("--fresh", action="store_true", help="retrain every run instead of reading back finished ones")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
     add("--out", type=Path, default=Path("artifacts/transfer.json"), help="raw results (default %(default)s)")
     args = parser.parse_args()
@@ -388,15 +414,20 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")  # BoTorch's numerical warnings; errors still stop the bench
     started = time.perf_counter()
-    data = build_data(ARTIFACTS / "transfer_cache" / ("quick" if args.quick else "full"), args.scale)
+    cache = ARTIFACTS / "transfer_cache" / ("quick" if args.quick else "full")
+    data = build_data(cache, args.scale)
+    journal = cache / "runs.jsonl"
+    if args.fresh:
+        journal.unlink(missing_ok=True)
     smallest = min(data.val_tokens.values())  # the tail of each val slice is Aioli's held-out text
     eval_tokens = min(args.scale.eval_tokens, max(smallest // 2, smallest - HELDOUT_TOKENS))
     args.vocab, device = data.vocab_size, str(resolve_device(args.device))
     space = make_space(data, (fidelity(PROXY, args.proxy_tokens, args.vocab),), args)
-    trainer = Trainer(data, space, device, eval_tokens)
+    trainer = Trainer(data, space, device, eval_tokens, journal)
     print(
         f"device {device}; train tokens {data.train_tokens}; vocab {args.vocab}; each run scored on "
-        f"{eval_tokens:,} val tokens per domain; corpus ready in {time.perf_counter() - started:.1f} s"
+        f"{eval_tokens:,} val tokens per domain; corpus ready in {time.perf_counter() - started:.1f} s; "
+        f"{trainer.resumed} runs read back from {journal.relative_to(ROOT)} (--fresh to retrain them)"
     )
     print(
         f"proxy budget {args.proxy_runs} x {PROXY} at {args.proxy_tokens:,} tokens; transfer: {TARGET} at "
