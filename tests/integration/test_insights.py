@@ -152,8 +152,23 @@ def test_fit_is_out_of_fold_and_waits_for_enough_runs(api, auth) -> None:  # typ
     assert fit["mae"] == pytest.approx(np.mean(np.abs(np.asarray(fit["predicted"]) - fit["actual"])))
 
 
+def _planner_settled(experiment_id: int) -> bool:
+    """No planning pass requested or under way: the experiment's runs stay as they are until the next tell."""
+    from sqlalchemy import select
+
+    from app.core.db import session_scope
+    from app.models import PlannerJob
+
+    with session_scope() as session:
+        jobs = session.scalars(select(PlannerJob).where(PlannerJob.experiment_id == experiment_id)).all()
+        return all(j.requested == j.done and j.lease_token is None for j in jobs)
+
+
 def test_runs_table_and_run_detail(api, auth) -> None:  # type: ignore[no-untyped-def]
     exp = populate(api, auth, n_big=6, n_small=2)
+    wait_for(
+        lambda: _planner_settled(exp["id"]), "the planner to settle"
+    )  # else a proposal may land between reads
     table = api.get(f"{exp['base']}/dashboard/runs", headers=auth).json()
     ids = [r["id"] for r in table["rows"]]
     assert ids == sorted(ids, reverse=True) and table["total"] == len(ids)
