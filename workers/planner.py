@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.models import Experiment
+from app.models import Experiment, utcnow
 from app.services import fit_plot, planning
 from app.services.dispatch import dispatcher
 from app.services.experiments import spent_budgets
@@ -58,8 +58,9 @@ def plan(experiment_id: int, job: PlanJob) -> int:
         if claim is None:
             break
         passes += 1
-        started = time.monotonic()
         with _keep_lease(claim, settings.planner_lease_s):
+            claim = _paced(claim, _min_interval(claim, settings))
+            started = time.monotonic()
             try:
                 result = _PASSES[job](claim, settings)
             except DBAPIError:
@@ -76,6 +77,29 @@ def plan(experiment_id: int, job: PlanJob) -> int:
                 queue_target=result.queue_target,
             )
     return passes
+
+
+def _min_interval(claim: planning.Claim, settings: Settings) -> float:
+    """Seconds from one pass's end to the next's start. A refit also waits as long as it last took: at
+    most half a planner's time goes to interim recommendations (progress reports, however often the
+    history grows), the rest to proposals, which keep clients and workers busy."""
+    if claim.job == PlanJob.REFIT:
+        return max(settings.planner_min_interval_s, claim.last_duration_s)
+    return settings.planner_min_interval_s
+
+
+def _paced(claim: planning.Claim, min_interval_s: float) -> planning.Claim:
+    """Start the pass no sooner than ``min_interval_s`` after the previous one ended, holding the lease
+    meanwhile, and cover every request made by then: a stream of tells costs a few passes a second,
+    not one pass (and several full-history queries) per tell."""
+    if claim.last_pass_at is None:
+        return claim
+    wait = min_interval_s - (utcnow() - claim.last_pass_at).total_seconds()
+    if wait <= 0:
+        return claim
+    time.sleep(wait)
+    with session_scope() as session:
+        return planning.covering_newest(session, claim)
 
 
 def _failed(claim: planning.Claim, e: Exception) -> PassResult:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings, get_settings
-from app.core.db import session_scope
+from app.core.db import new_session
 from app.errors import Forbidden, Unauthorized
 from app.models import MAX_ID, Experiment, Project
 from app.services.experiments import experiment_for_key
@@ -19,9 +20,22 @@ from app.services.projects import project_for_key
 COOKIE = "mixlab_key"
 
 
-def get_db() -> Iterator[Session]:
-    with session_scope() as session:
+async def get_db() -> AsyncIterator[Session]:
+    """A session per request, committed when the route returns (rolled back if it raises).
+
+    Async so that opening it costs no thread hop (a session touches the database only when first
+    used); the commit, which does, runs in the thread pool, and only if a transaction is open. Routes
+    that commit themselves (ask, tell) leave nothing for it to do."""
+    session = new_session()
+    try:
         yield session
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
+    except BaseException:
+        await run_in_threadpool(session.rollback)
+        raise
+    finally:
+        session.close()  # no I/O: the commit or rollback above released the connection
 
 
 # scope="function": commit before the response is sent, so a client never races its own write.
@@ -32,7 +46,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def api_key(request: Request) -> str:
+async def api_key(request: Request) -> str:  # async: no I/O, so no thread hop
     """The key from ``Authorization: Bearer …``, or the dashboard's cookie for reads only.
 
     A cookie rides along with any request the browser makes, including a forged cross-site form post;

@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     # Where state lives. SQLite under the user's data dir is the embedded default;
     # use postgresql+psycopg://user@host:5432/db for the service.
     database_url: str = f"sqlite:///{_DATA / 'mixlab.sqlite'}"
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="PostgreSQL connections each process keeps open: at least its concurrent requests, "
+        "or every burst opens (and Postgres forks) new ones",
+    )
     broker_url: str = "redis://127.0.0.1:6379/0"
     storage_dir: Path = _DATA / "storage"
 
@@ -50,6 +56,12 @@ class Settings(BaseSettings):
     planner_lease_s: float = 120.0
     planner_lookahead: int = 2
     planner_max_lookahead: int = 1024
+    planner_min_interval_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="a job's passes start at least this far apart: under a stream of tells a planner "
+        "plans once per interval over all of them (the look-ahead covers the wait), not once per tell",
+    )
     background_nice: int = Field(
         default=10,
         ge=0,

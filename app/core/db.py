@@ -31,7 +31,8 @@ def get_engine(url: str | None = None) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    size = get_settings().db_pool_size
+    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=size)
 
 
 @lru_cache

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,6 +85,8 @@ class Claim:
     token: str
     generation: int
     queue_target: int
+    last_pass_at: datetime | None = None  # when the previous pass ended (None before the first)
+    last_duration_s: float = 0.0  # how long the previous pass took
 
 
 def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float) -> Claim | None:
@@ -104,7 +106,22 @@ def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float
         return None
     row = session.get(PlannerJob, (experiment_id, job), populate_existing=True)
     assert row is not None
-    return Claim(experiment_id, job, token, row.requested, row.queue_target)
+    return Claim(
+        experiment_id,
+        job,
+        token,
+        row.requested,
+        row.queue_target,
+        row.updated_at if row.passes else None,
+        row.last_duration_s or 0.0,
+    )
+
+
+def covering_newest(session: Session, claim: Claim) -> Claim:
+    """The claim, extended to the requests that arrived since it was taken (the lease kept them from
+    nudging another planner, so this pass must cover them)."""
+    requested = session.scalar(select(PlannerJob.requested).where(_held(claim)))
+    return replace(claim, generation=requested) if requested is not None else claim
 
 
 def renew_lease(session: Session, claim: Claim, lease_s: float) -> bool:

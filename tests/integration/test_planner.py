@@ -83,6 +83,44 @@ def test_many_tells_coalesce_into_one_pass(settings_env) -> None:  # type: ignor
     assert plan(exp_id, PlanJob.PROPOSE) == 0  # nothing new: no pass at all
 
 
+def test_a_paced_pass_waits_holding_its_lease_and_covers_the_tells_made_meanwhile(  # type: ignore[no-untyped-def]
+    settings_env, monkeypatch
+) -> None:
+    from app.core.config import get_settings
+    from app.core.db import session_scope
+    from app.models import Experiment
+    from app.services.runs import complete
+    from app.status import PlanJob
+    from tests.integration.helpers import wait_for
+    from workers.planner import plan
+
+    monkeypatch.setenv("MIXLAB_PLANNER_MIN_INTERVAL_S", "3")
+    get_settings.cache_clear()
+    exp_id = _experiment(budget=8, parallelism=2)
+    assert plan(exp_id, PlanJob.PROPOSE) == 1  # the first pass never waits
+    (a, wa), (b, wb) = _ask(exp_id), _ask(exp_id)
+    _tell(exp_id, a, wa)
+    passes: list[int] = []
+    planner = threading.Thread(target=lambda: passes.append(plan(exp_id, PlanJob.PROPOSE)))
+    planner.start()
+    wait_for(lambda: _job(exp_id).lease_token is not None, "the planner's claim")  # now waiting out 3 s
+    with session_scope() as session:  # a tell during the wait: the waiting pass must cover it
+        saved = complete(
+            session=session,
+            experiment=session.get(Experiment, exp_id),
+            run_id=b,
+            token=None,
+            losses=fake_losses(wb),
+            cost=None,
+            wall_s=None,
+        )
+        assert saved is not None
+    assert _job(exp_id).requested > _job(exp_id).done
+    planner.join(60)
+    job = _job(exp_id)
+    assert passes == [1] and job.done == job.requested and job.lease_token is None
+
+
 def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(settings_env) -> None:  # type: ignore[no-untyped-def]
     from app.core.db import session_scope
     from app.models import Recommendation, Run

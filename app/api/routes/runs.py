@@ -102,6 +102,7 @@ def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunW
 )
 def ask(experiment: ExperimentDep, session: SessionDep, wait: Wait = 0.0) -> AskOut:
     run = service.ask(session=session, experiment=experiment, wait_s=wait)
+    session.commit()  # here, in the route's thread: one thread hop less than leaving it to get_db
     assert run.lease_expires_at is not None and run.claim_token is not None
     return AskOut(
         run=service.run_out(experiment, run),
