@@ -74,8 +74,12 @@ def serve(
 def worker(
     concurrency: Annotated[int, typer.Option(help="tasks at once (a training run uses all cores)")] = 1,
     queues: Annotated[
-        str, typer.Option(help="comma-separated: mixlab (training, preparation), mixlab-plan (planning)")
-    ] = "mixlab,mixlab-plan",
+        str,
+        typer.Option(
+            help="comma-separated: mixlab (training, preparation), mixlab-plan (proposals), "
+            "mixlab-refit (interim recommendations)"
+        ),
+    ] = "mixlab,mixlab-plan,mixlab-refit",
     beat: Annotated[
         bool, typer.Option("--beat/--no-beat", help="also run the reaper here (prefer `mixlab beat`)")
     ] = False,

@@ -1,8 +1,8 @@
 """API latency and throughput at a 10,000-run history: requests only read and write rows, the planner fits.
 
-Loopback only. Starts `mixlab serve` (one uvicorn process) and, on PostgreSQL (default), one planner
-worker (`mixlab worker --queues mixlab-plan --concurrency 2`, Celery on Redis); with ``--sqlite`` the
-server's embedded planner threads plan instead. Then, on an external experiment:
+Loopback only. Starts `mixlab serve` (one uvicorn process) and, on PostgreSQL (default), two planner
+workers (`mixlab worker --queues mixlab-plan` and `--queues mixlab-refit`, Celery on Redis); with
+``--sqlite`` the server's embedded planner threads plan instead. Then, on an external experiment:
 
 1. import ``--runs`` runs (10,000) and time until a recommendation covering them is stored (no ask);
 2. ``--clients`` (16) clients loop ask(wait) + tell for ``--seconds``: pairs/s, ask and tell p50/p99,
@@ -86,9 +86,8 @@ def processes(env: dict[str, str], sqlite: bool, port: int, log: Path, workers: 
         import redis
 
         redis.Redis.from_url(REDIS_URL).flushdb()
-        cmds.append(
-            [sys.executable, "-m", "app.cli", "worker", "--queues", "mixlab-plan", "--concurrency", "2"]
-        )
+        for queue in ("mixlab-plan", "mixlab-refit"):  # a slow refit never holds up proposals
+            cmds.append([sys.executable, "-m", "app.cli", "worker", "--queues", queue, "--concurrency", "1"])
     procs = [
         subprocess.Popen(
             cmd,
@@ -192,8 +191,7 @@ def import_runs(api: httpx.Client, base: str, n: int, seed: int) -> float:
         weights = dict(zip(DOMAINS, map(float, w), strict=True))
         runs.append({"weights": weights, "losses": losses(weights, rng)})
     t = time.perf_counter()
-    for i in range(0, n, 5000):
-        api.post(f"{base}/runs/import", json={"runs": runs[i : i + 5000]}, timeout=120).raise_for_status()
+    api.post(f"{base}/runs/import", json={"runs": runs}, timeout=120).raise_for_status()  # one call
     done = time.perf_counter()
     print(f"  imported {n} runs in {done - t:.1f} s", file=sys.stderr)
     while time.perf_counter() - done < 600:

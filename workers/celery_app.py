@@ -1,6 +1,7 @@
 """The Celery application. Late acks + reject-on-lost: a killed worker's task is redelivered, and the
-claim in the database makes sure a run is still trained only once. Planning has its own queue
-(``mixlab-plan``) so a dedicated worker can serve it; by default every worker consumes both."""
+claim in the database makes sure a run is still trained only once. Proposing (``mixlab-plan``) and
+interim refits (``mixlab-refit``) have queues of their own, so a dedicated planner is never stuck
+behind a training run or a slow refit; by default every worker consumes all three."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from app.services.dispatch import set_dispatcher
 from workers.dispatch import CeleryDispatcher
 from workers.priority import lower_this_thread
 
-TRAIN_QUEUE, PLAN_QUEUE = "mixlab", "mixlab-plan"
+TRAIN_QUEUE, PLAN_QUEUE, REFIT_QUEUE = "mixlab", "mixlab-plan", "mixlab-refit"
 
 settings = get_settings()
 celery_app = Celery("mixlab", broker=settings.broker_url, include=["workers.tasks"])
