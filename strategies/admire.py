@@ -62,6 +62,10 @@ Choices, and why:
   kernel cannot learn that without target runs there, and MES, trusting the kernel, would otherwise
   buy almost nothing but cheap runs.
   On the RegMix simulator (``bench/search_efficiency.py``) a floor of 0.5 beat 0.3 beyond 8 runs.
+- **Fallback to the target alone**: the floor rises to all of the cost once the fitted kernel's
+  correlation between every cheaper fidelity and the target (``fidelity_corr_<name>``, set by the bias
+  term's learned scale) falls below ``min_fidelity_correlation``: cheap runs that say little about
+  the target would only dilute the budget.
 - **Initial design** while the history is small: best-candidate picks from Dirichlet draws on the
   capped simplex, mostly at the cheaper fidelities (weighted by 1/sqrt(cost)) plus two target runs.
 - **Recommendation**: of the posterior mean's local maxima at the target fidelity (``optimize_acqf``
@@ -83,13 +87,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from botorch.models import SingleTaskGP
 
 from strategies import botorch_utils as bt
 from strategies import simplex
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, StrategyError
 from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates, space_filling
-from strategies.mf_model import diagnostics, fit_model
+from strategies.mf_model import diagnostics, fidelity_correlations, fit_model
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +116,8 @@ class Admire:
         num_mv_samples: samples of the best target loss (over the pool) MF-GIBBON draws to score points
         n_alternatives: runner-up mixtures returned with the recommendation, ranked by the same score
         pessimism: the recommendation minimises predicted loss + pessimism x posterior std; 0 = mean only
+        min_fidelity_correlation: below this fitted correlation between every cheaper fidelity and the
+            target (``fidelity_corr_<name>`` in the diagnostics), only target runs are proposed
     """
 
     name = "admire"
@@ -126,6 +133,7 @@ class Admire:
         num_mv_samples: int = 10,
         n_alternatives: int = 5,
         pessimism: float = 2.0,
+        min_fidelity_correlation: float = 0.5,
     ) -> None:
         if n_initial is not None and n_initial < 1:
             raise StrategyError(f"n_initial must be >= 1, got {n_initial}")
@@ -133,6 +141,8 @@ class Admire:
             raise StrategyError("need pool_size >= 16, shortlist >= 1, polish_iters >= 0 and max_fit >= 8")
         if pessimism < 0:
             raise StrategyError(f"pessimism must be >= 0, got {pessimism}")
+        if not 0 <= min_fidelity_correlation <= 1:
+            raise StrategyError(f"min_fidelity_correlation must be in [0, 1], got {min_fidelity_correlation}")
         if not 0 <= min_target_share <= 1:
             raise StrategyError(f"min_target_share must be in [0, 1], got {min_target_share}")
         self.n_initial = n_initial
@@ -144,6 +154,7 @@ class Admire:
         self.num_mv_samples = int(num_mv_samples)
         self.n_alternatives = int(n_alternatives)
         self.pessimism = float(pessimism)
+        self.min_fidelity_correlation = float(min_fidelity_correlation)
 
     def propose(
         self,
@@ -168,9 +179,8 @@ class Admire:
             target = TargetImprovement(model, bt.with_columns(observed, {space.k: 1.0}), lo, hi, seed)
             known = {f.name for f in space.fidelities}
             flying = [c for c in pending if c.fidelity in known and len(c.weights) == space.k]
-            share = TargetShare(
-                space, [o.fidelity for o in obs] + [c.fidelity for c in flying], self.min_target_share
-            )
+            floor = self._target_floor(model, space, obs)
+            share = TargetShare(space, [o.fidelity for o in obs] + [c.fidelity for c in flying], floor)
             in_flight = bt.as_tensor([[*c.weights, coords[c.fidelity]] for c in flying]) if flying else None
             x, names = optimise(
                 acq, target, pool, coords, share, lo, hi, n, self.shortlist, self.polish_iters, in_flight
@@ -178,6 +188,15 @@ class Admire:
         weights = bt.feasible_rows(x, space.k, lo, hi)
         logger.debug("admire proposed %s", names)
         return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]
+
+    def _target_floor(self, model: SingleTaskGP, space: SearchSpace, obs: Sequence[Observation]) -> float:
+        """The target fidelity's least cost share: all of it once the fitted kernel says no cheaper
+        fidelity tells much about the target (single-fidelity BO on the target from then on)."""
+        rho = fidelity_correlations(model, space, fidelity_coordinates(space), obs)
+        if rho and max(rho.values()) < self.min_fidelity_correlation:
+            logger.info("cheap fidelities say little about the target (%s): target runs only", rho)
+            return 1.0
+        return self.min_target_share
 
     def recommend(self, space: SearchSpace, history: Sequence[Observation]) -> Recommendation:
         lo, hi = space.bounds(space.recommend_budget())

@@ -158,6 +158,31 @@ def _fit_subset(s: np.ndarray, max_fit: int) -> np.ndarray:
     return np.sort(np.concatenate([target, others]))
 
 
+def fidelity_correlations(
+    model: SingleTaskGP, space: SearchSpace, coords: dict[str, float], obs: Sequence[Observation]
+) -> dict[str, float]:
+    """Each cheaper fidelity's correlation with the target, as the fitted kernel says: the latent
+    loss at ``(w, s)`` against that at ``(w, 1)``, averaged over (up to 64 of) the observed mixtures.
+
+    The bias term's scale, fitted by marginal likelihood, sets it: near 1 the cheap runs stand in for
+    target runs, near 0 they say little about the target, whatever their own fit.
+    """
+    observed = np.array([o.weights for o in obs], dtype=float).reshape(-1, space.k)
+    w = observed[np.linspace(0, len(observed) - 1, min(64, len(observed))).astype(int)]
+    at_target = bt.with_columns(w, {space.k: 1.0})
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        var_target = model.covar_module(at_target, at_target, diag=True)
+        for name, s in coords.items():
+            if name == space.target_fidelity.name or s == 1.0:
+                continue
+            cheap = bt.with_columns(w, {space.k: s})
+            cross = model.covar_module(cheap, at_target, diag=True)
+            var_cheap = model.covar_module(cheap, cheap, diag=True)
+            out[name] = float((cross / (var_cheap * var_target).sqrt()).mean())
+    return out
+
+
 def diagnostics(
     model: SingleTaskGP,
     space: SearchSpace,
@@ -184,6 +209,8 @@ def diagnostics(
         out[f"noise_std_{f}"] = bt.noise_std(model, x)
         with torch.no_grad():  # the model is on -loss, standardised
             out[f"offset_{f}"] = (target_level - float(model.mean_module(x))) * scale
+    for f, rho in fidelity_correlations(model, space, fidelity_coordinates(space), obs).items():
+        out[f"fidelity_corr_{f}"] = rho
     spearman = bt.loo_spearman(model, target)
     if spearman is not None:
         out["cv_spearman"] = spearman

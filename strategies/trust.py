@@ -25,7 +25,7 @@ CAP_TOL = 1e-3
 
 @dataclass(frozen=True)
 class TrustWarning:
-    code: str  # low_cv_rho | extrapolation | far_from_data | few_runs | epoch_cap
+    code: str  # low_cv_rho | extrapolation | far_from_data | few_runs | epoch_cap | no_target_runs
     message: str
 
 
@@ -58,7 +58,23 @@ def check(space: SearchSpace, history: Sequence[Observation], rec: Recommendatio
         out += _extrapolation(rec, runs, d.get("cv_mae"), fidelity)
         out += _far(rec, runs, fidelity)
     out += _capped(space, rec)
+    out += _untested_at_target(space, history)
     return out
+
+
+def _untested_at_target(space: SearchSpace, history: Sequence[Observation]) -> list[TrustWarning]:
+    """Cheaper fidelities only: their optimum can sit elsewhere than the target's, and nothing here
+    measures how far (a model's std cannot either, with no target run to learn the gap from)."""
+    target = space.target_fidelity.name
+    if len(space.fidelities) < 2 or not history or any(o.fidelity == target for o in history):
+        return []
+    return [
+        TrustWarning(
+            "no_target_runs",
+            f"no run at the target fidelity {target!r}: the recommendation rests on cheaper fidelities "
+            "alone, whose best mixture can differ from the target's",
+        )
+    ]
 
 
 def _extrapolation(

@@ -281,3 +281,22 @@ def test_each_fidelity_gets_its_own_mean_level() -> None:
     rec = small().recommend(sp, history)
     assert rec.diagnostics["offset_lo"] == pytest.approx(0.3, abs=0.05)
     assert rec.diagnostics["offset_hi"] == 0.0
+
+
+def test_cheap_runs_unrelated_to_the_target_turn_the_search_to_the_target_alone() -> None:
+    sp, rng = space3(), np.random.default_rng(3)
+    lo, hi = feasible_set(sp)
+    history = sampled_history(sp, rng, (("hi", 6, 0.0, 0.003),))
+    for w in project(rng.dirichlet(np.ones(sp.k), 30), lo, hi):  # the cheap loss ignores the optimum
+        loss = float(2.0 - 1.5 * w[2] + rng.normal(0, 0.003))
+        history.append(Observation(tuple(w), "lo", {"a": loss}, loss, sp.fidelity("lo").cost))
+    related = sampled_history(sp, np.random.default_rng(3), (("hi", 6, 0.0, 0.003), ("lo", 30, 0.3, 0.003)))
+    rho = {
+        name: small().recommend(sp, h).diagnostics["fidelity_corr_lo"]
+        for name, h in (("unrelated", history), ("related", related))
+    }
+    assert rho["related"] > 0.9 and rho["unrelated"] < rho["related"] - 0.1, rho
+    between = (rho["unrelated"] + rho["related"]) / 2
+    below = Admire(pool_size=128, shortlist=16, min_fidelity_correlation=between)
+    assert {c.fidelity for c in below.propose(sp, history, 4, seed=0)} == {"hi"}
+    assert "lo" in {c.fidelity for c in below.propose(sp, related, 4, seed=0)}

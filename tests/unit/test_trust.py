@@ -61,3 +61,13 @@ def test_binding_epoch_caps_are_named() -> None:
     warnings = check(scarce, _runs(60), capped)
     assert [w.code for w in warnings] == ["epoch_cap"] and "code at 0.040" in warnings[0].message
     assert "epoch_cap" not in _codes(scarce, _runs(60), Recommendation((0.6, 0.02, 0.38), None, None, {}))
+
+
+def test_a_recommendation_with_no_target_run_says_so() -> None:
+    cheap = Fidelity("cheap", 10**7, 1 / 60)
+    space = SearchSpace(DOMAINS, SPACE.tokens, SPACE.target, (cheap, SPACE.fidelities[0]))
+    runs = [Observation(o.weights, "cheap", o.losses, o.target_loss, 1 / 60) for o in _runs(40)]
+    rec = Recommendation((0.4, 0.4, 0.2), min(o.target_loss for o in runs), 0.01, {})
+    assert "no_target_runs" in _codes(space, runs, rec)
+    assert "no_target_runs" not in _codes(space, [*runs, _runs(1, seed=1)[0]], rec)  # one target run
+    assert "no_target_runs" not in _codes(SPACE, _runs(40), rec)  # one fidelity: nothing cheaper
