@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,19 +146,37 @@ class _PlotCache:
         self._lock = threading.Lock()
         self._size = size
         self._items: OrderedDict[tuple[Any, ...], Dashboard] = OrderedDict()
+        self._drawing: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def get(self, key: tuple[Any, ...]) -> Dashboard | None:
+    def get_or_draw(self, key: tuple[Any, ...], draw: Callable[[], Dashboard]) -> Dashboard:
+        """The cached plots, or ``draw()``'s, drawn once however many viewers ask at the same moment
+        (a new recommendation makes every open page miss the cache together)."""
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
+            if (hit := self._hit(key)) is not None:
+                return hit
+            drawing = self._drawing.setdefault(key, threading.Lock())
+        with drawing:
+            with self._lock:
+                if (hit := self._hit(key)) is not None:
+                    return hit
+            try:
+                value = draw()
+            except BaseException:
+                with self._lock:
+                    self._drawing.pop(key, None)
+                raise
+            with self._lock:  # cached and no longer drawing in one step: no gap for a second draw
+                self._items[key] = value
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+                self._drawing.pop(key, None)
+        return value
+
+    def _hit(self, key: tuple[Any, ...]) -> Dashboard | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
         return None
-
-    def put(self, key: tuple[Any, ...], value: Dashboard) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 _plots = _PlotCache()
@@ -184,10 +202,7 @@ def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     rec = latest_recommendation(session=session, experiment=experiment)
     key = _version(session, experiment, rec)
     current = summary(session, experiment)
-    cached = _plots.get(key)
-    if cached is None:
-        cached = _draw(session, experiment, rec, current)
-        _plots.put(key, cached)
+    cached = _plots.get_or_draw(key, lambda: _draw(session, experiment, rec, current))
     return cached.model_copy(update={"experiment": current})
 
 
