@@ -113,10 +113,11 @@ class LogLinearNoise(Module):
 
     One noise level for all runs lets the many cheap, noisy runs set it: on the tuning simulator the
     fitted level came out near the cheapest fidelity's, about twice the target runs' scatter, so the
-    posterior smoothed the target runs away and its argmax landed where cheap runs pointed. ``a`` has BoTorch's
-    default noise prior; ``b ~ N(0, 1)`` lets the levels differ by an e-fold across the fidelities
-    without a strong case. A ``HeteroskedasticNoise`` model, so GPyTorch evaluates it at each input;
-    called with none (BoTorch's closed-form LOO does that) it gives the training inputs' noise.
+    posterior smoothed the target runs away and its argmax landed where cheap runs pointed. ``a`` has
+    BoTorch's default noise prior; ``b ~ N(0, 1)`` lets the levels differ by an e-fold across the
+    fidelities without a strong case. A ``HeteroskedasticNoise`` model, so GPyTorch evaluates it at
+    each input; called with none (BoTorch's closed-form LOO does that) it gives the training inputs'
+    noise.
     """
 
     def __init__(self, column: int, train_x: torch.Tensor) -> None:
