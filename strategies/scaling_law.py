@@ -58,6 +58,14 @@ class Law:
         d = np.asarray(tokens, dtype=float) / self.d0
         return np.asarray(self.e + self.a * n**-self.alpha + self.b * d**-self.beta)
 
+    def to_json(self) -> dict[str, float]:
+        """The constants as stored (``ScalingFit.to_json`` keeps ``n0``/``d0`` once for all laws)."""
+        return {"E": self.e, "A": self.a, "alpha": self.alpha, "B": self.b, "beta": self.beta}
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, float], n0: float, d0: float) -> Law:
+        return cls(stored["E"], stored["A"], stored["alpha"], stored["B"], stored["beta"], n0, d0)
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -92,10 +100,7 @@ class ScalingFit:
         return {
             "exponents": self.exponents,
             "rmse": self.rmse,
-            "laws": {
-                m: {"E": law.e, "A": law.a, "alpha": law.alpha, "B": law.b, "beta": law.beta}
-                for m, law in self.laws.items()
-            },
+            "laws": {m: law.to_json() for m, law in self.laws.items()},
             "n0": next(iter(self.laws.values())).n0,
             "d0": next(iter(self.laws.values())).d0,
         }

@@ -306,7 +306,7 @@ def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot | None:
         curve_c: list[float] = []
         curve_l: list[float] = []
         if law is not None and points and out.n0 and out.d0:
-            fitted = Law(law["E"], law["A"], law["alpha"], law["B"], law["beta"], out.n0, out.d0)
+            fitted = Law.from_json(law, out.n0, out.d0)
             # From the smallest rung to the target, N and D grown together geometrically.
             n = np.geomspace(min(p.params for p in points), target_n, CURVE_POINTS)
             d = np.geomspace(min(p.tokens for p in points), target_d, CURVE_POINTS)
