@@ -16,6 +16,9 @@ The corpus has 1.25x the target run's tokens, split as the mean RegMix training 
 ``max_epochs = 4``: the caps bind (Pile-CC at 0.58, small domains at a few per cent), as they do for
 users whose data are not unlimited. Costs are FLOPs, 6 x params x tokens; the target run is 1 unit.
 
+``SimulatedRuns`` is what every bench truth shares (runs, regret, rank correlations, the transfer floor);
+``bench/truths.py`` builds the held-out truths on it, whose cheap fidelities are not of this form.
+
     .venv/bin/python bench/simulator.py [--quick]    # fits both truths, prints their quality
 """
 
@@ -23,8 +26,11 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -76,11 +82,12 @@ def load_runs() -> Runs:
     return Runs(domains, weights / weights.sum(axis=1, keepdims=True), target, average)
 
 
-def make_space(runs: Runs) -> SearchSpace:
+def make_space(runs: Runs, specs: Sequence[tuple] = FIDELITY_SPECS) -> SearchSpace:
+    """The RegMix space; ``specs`` rows start ``(name, params, tokens)``, cheapest first."""
     share = runs.weights.mean(axis=0)
     fidelities = tuple(
         Fidelity(name, tokens, 6.0 * params * tokens, {"params": params})
-        for name, params, tokens, *_ in FIDELITY_SPECS
+        for name, params, tokens, *_ in specs
     )
     return SearchSpace(
         domains=runs.domains,
@@ -148,10 +155,61 @@ class GaussianProcessTruth:
 Truth = DataMixingLaw | GaussianProcessTruth
 
 
+class Surface(Protocol):
+    """A noise-free loss over mixtures, and where on the capped simplex it is lowest."""
+
+    def loss(self, w: np.ndarray) -> np.ndarray: ...
+
+    def optimum(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray: ...
+
+
+def search_minimum(
+    loss: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """The lowest ``loss`` found on the capped simplex without derivatives, so that tree ensembles
+    (piecewise constant) can be searched too. 4096 projected Dirichlet draws from very sparse to dense
+    (projection puts many on the cap faces, where optima tend to lie); 16 rounds of Gaussian steps, from
+    0.2 down to 3e-4, around the 16 best points so far, projected back onto the caps; then pairwise
+    descent from the 8 best distinct points. On the LightGBM truth, four seeds agree within 3e-4."""
+    rng = np.random.default_rng(seed)
+    k = len(lo)
+    points = simplex.dirichlet(rng, np.ones(k), [0.05 * k, 0.25 * k, k, 4.0 * k], 4096, lo, hi, reject=False)
+    values = loss(points)
+    for step in np.geomspace(0.2, 3e-4, 16):
+        parents = np.repeat(points[np.argsort(values)[:16]], 64, axis=0)
+        moved = simplex.project(parents + rng.normal(0.0, step, parents.shape), lo, hi)
+        points, values = np.concatenate([points, moved]), np.concatenate([values, loss(moved)])
+    starts = simplex.dedupe(points[np.argsort(values)[:256]], decimals=2)[:8]
+    return min((pairwise_descent(loss, w, lo, hi) for w in starts), key=lambda w: float(loss(w)[0]))
+
+
+def pairwise_descent(
+    loss: Callable[[np.ndarray], np.ndarray], w: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Greedy moves of weight from one domain to another (every ordered pair at once), in steps from 0.2
+    down to 0.001: axis-aligned moves are what cross a tree ensemble's splits."""
+    k = len(w)
+    give, take = np.nonzero(~np.eye(k, dtype=bool))
+    rows = np.arange(len(give))
+    best = float(loss(w)[0])
+    for step in (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001):
+        while True:
+            moves = np.repeat(w[None], len(give), axis=0)
+            amount = np.minimum(step, np.minimum(moves[rows, give] - lo[give], hi[take] - moves[rows, take]))
+            moves[rows, give] -= amount
+            moves[rows, take] += amount
+            values = loss(moves)
+            i = int(np.argmin(values))
+            if values[i] >= best - 1e-12:
+                break
+            w, best = moves[i], float(values[i])
+    return w
+
+
 class Standardised:
     """A law rescaled to mean 0, std 1 over reference mixtures."""
 
-    def __init__(self, law: DataMixingLaw, reference: np.ndarray) -> None:
+    def __init__(self, law: Surface, reference: np.ndarray) -> None:
         values = law.loss(reference)
         self.law, self.mean, self.std = law, float(values.mean()), float(values.std())
 
@@ -160,15 +218,13 @@ class Standardised:
 
 
 @dataclass
-class Simulator:
-    """Runs a candidate at its fidelity: noisy, biased below the target, at a jittered FLOP cost."""
+class SimulatedRuns:
+    """What every bench truth shares: a run scores its fidelity's mean loss plus noise, at a jittered FLOP
+    cost; regret is measured on the target fidelity's noise-free loss. Subclasses give the mean and noise."""
 
     name: str
     space: SearchSpace
-    truth: Truth
-    distractor: Standardised  # the general-loss pull z(w), mean 0 and std 1 on RegMix-style mixtures
-    bias: dict[str, tuple[float, float]]  # fidelity → (offset, lam)
-    noise: dict[str, float]
+    truth: Surface  # the target fidelity's loss
     best_weights: np.ndarray = field(init=False)
     best_loss: float = field(init=False)
 
@@ -177,22 +233,29 @@ class Simulator:
         self.best_weights = self.truth.optimum(lo, hi)
         self.best_loss = float(self.truth.loss(self.best_weights)[0])
 
+    def mean_at(self, w: np.ndarray, fidelity: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def noise_at(self, w: np.ndarray, fidelity: str) -> np.ndarray:
+        """Noise std of a run at each mixture of ``w`` (n, k): ``(n,)``."""
+        raise NotImplementedError
+
     @property
     def unit(self) -> float:
         return self.space.target_fidelity.cost
 
-    def mean_at(self, w: np.ndarray, fidelity: str) -> np.ndarray:
-        offset, lam = self.bias[fidelity]
-        return self.truth.loss(w) + offset + lam * self.distractor(np.atleast_2d(w))
-
     def run(self, cand: Candidate, rng: np.random.Generator) -> Observation:
-        w = np.asarray(cand.weights)
-        loss = float(self.mean_at(w, cand.fidelity)[0] + rng.normal(0.0, self.noise[cand.fidelity]))
+        w = np.atleast_2d(cand.weights)
+        loss = float(self.mean_at(w, cand.fidelity)[0] + rng.normal(0.0, self.noise_at(w, cand.fidelity)[0]))
         cost = self.space.fidelity(cand.fidelity).cost * float(np.exp(rng.normal(0.0, COST_JITTER)))
-        return Observation(cand.weights, cand.fidelity, {TARGET_DOMAIN: loss}, loss, cost)
+        return Observation(cand.weights, cand.fidelity, dict.fromkeys(self.space.target, loss), loss, cost)
 
     def regret(self, w: np.ndarray) -> float:
         return float(self.truth.loss(np.asarray(w))[0] - self.best_loss)
+
+    def observe(self, w: np.ndarray, fidelity: str, rng: np.random.Generator) -> np.ndarray:
+        """Noisy losses of runs at every mixture of ``w`` (n, k), costs aside."""
+        return self.mean_at(w, fidelity) + rng.normal(0.0, 1.0, len(w)) * self.noise_at(w, fidelity)
 
     def correlations(self, n: int = 2000, seed: int = 1) -> dict[str, float]:
         """Spearman of each fidelity's noisy observations with the truth on RegMix-style mixtures."""
@@ -200,9 +263,34 @@ class Simulator:
         rng = np.random.default_rng(seed)
         truth = self.truth.loss(w)
         return {
-            f.name: float(spearmanr(self.mean_at(w, f.name) + rng.normal(0, self.noise[f.name], n), truth)[0])
-            for f in self.space.fidelities
+            f.name: float(spearmanr(self.observe(w, f.name, rng), truth)[0]) for f in self.space.fidelities
         }
+
+    def optimum_at(self, fidelity: str) -> np.ndarray:
+        """Where a fidelity's noise-free mean loss is lowest on the capped simplex (derivative-free)."""
+        lo, hi = self.space.bounds(self.space.recommend_budget())
+        return search_minimum(partial(self.mean_at, fidelity=fidelity), lo, hi)
+
+    def transfer_floors(self) -> dict[str, float]:
+        """Per cheaper fidelity, the target regret at that fidelity's own optimum: where a search that
+        trusted only that fidelity's runs would land at best."""
+        return {f.name: self.regret(self.optimum_at(f.name)) for f in self.space.fidelities[:-1]}
+
+
+@dataclass
+class Simulator(SimulatedRuns):
+    """Cheaper fidelities are the truth plus an offset, a pull towards generally good mixtures, and noise."""
+
+    distractor: Standardised  # the general-loss pull z(w), mean 0 and std 1 on RegMix-style mixtures
+    bias: dict[str, tuple[float, float]]  # fidelity → (offset, lam)
+    noise: dict[str, float]
+
+    def mean_at(self, w: np.ndarray, fidelity: str) -> np.ndarray:
+        offset, lam = self.bias[fidelity]
+        return self.truth.loss(w) + offset + lam * self.distractor(np.atleast_2d(w))
+
+    def noise_at(self, w: np.ndarray, fidelity: str) -> np.ndarray:
+        return np.full(len(np.atleast_2d(w)), self.noise[fidelity])
 
 
 def reference_mixtures(space: SearchSpace, n: int, seed: int) -> np.ndarray:
@@ -212,14 +300,12 @@ def reference_mixtures(space: SearchSpace, n: int, seed: int) -> np.ndarray:
     return simplex.dirichlet(rng, space.natural(), DEFAULT_CONCENTRATIONS, n, lo, hi)
 
 
-def _calibrate(truth: np.ndarray, z: np.ndarray, noise: np.ndarray, rho: float) -> float:
-    """The ``lam`` making Spearman(truth + lam z + noise, truth) = rho (bisection; it falls with lam)."""
-    if rho >= 1.0:
-        return 0.0
-    lo, hi = 0.0, 20.0 * float(truth.std())
+def calibrate(spearman_at: Callable[[float], float], rho: float, upper: float) -> float:
+    """The ``x`` in ``[0, upper]`` where ``spearman_at(x) = rho``, by bisection (it must fall with x)."""
+    lo, hi = 0.0, upper
     for _ in range(40):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if spearmanr(truth + mid * z + noise, truth)[0] > rho else (lo, mid)
+        lo, hi = (mid, hi) if spearman_at(mid) > rho else (lo, mid)
     return (lo + hi) / 2
 
 
@@ -236,8 +322,14 @@ def build(family: str, runs: Runs | None = None) -> Simulator:
     distractor = Standardised(DataMixingLaw(runs.weights, runs.average), ref)
     truth_ref, rng = truth.loss(ref), np.random.default_rng(0)
     bias, noise = {}, {}
+    z, upper = distractor(ref), 20.0 * float(truth_ref.std())
     for name, _, _, rho, offset, sd in FIDELITY_SPECS:
-        lam = _calibrate(truth_ref, distractor(ref), rng.normal(0, sd, len(ref)), rho)
+        e = rng.normal(0, sd, len(ref))
+        lam = (
+            calibrate(lambda x, e=e: spearmanr(truth_ref + x * z + e, truth_ref)[0], rho, upper)
+            if rho < 1
+            else 0.0
+        )
         bias[name], noise[name] = (offset, lam), sd
     return Simulator(family, space, truth, distractor, bias, noise)
 
