@@ -238,14 +238,25 @@ def proxy_phase(names: list[str], data: PreparedData, args: argparse.Namespace, 
     return out
 
 
+def trainable(space: SearchSpace, mixtures: list[tuple[float, ...]], tokens: int) -> list[tuple[float, ...]]:
+    """Only the mixtures a budget of ``tokens`` can train within ``max_epochs``: a proxy mixture may lean on
+    a small domain that 4x the tokens would repeat more than max_epochs times."""
+    lo, hi = space.bounds(tokens)
+    return [w for w in mixtures if simplex.is_feasible(np.asarray(w), lo, hi)[0]]
+
+
+def eval_tokens_for(data: PreparedData, scale: Scale) -> int:
+    """Validation tokens per domain that score every run; the tail of each val slice is Aioli's held-out
+    text. Runs read back from the journal must have been scored on the same number."""
+    smallest = min(data.val_tokens.values())
+    return min(scale.eval_tokens, max(smallest // 2, smallest - HELDOUT_TOKENS))
+
+
 def transfer_phase(strategies: dict, args: argparse.Namespace, trainer: Trainer) -> dict[str, dict]:
     """Recommendations and a sample of RegMix's proxy mixtures (any strategy's without it), both scales."""
     regmix = strategies.get("regmix", {}).get("history")
     pool = [o.weights for o in regmix or [o for s in strategies.values() for o in s["history"]]]
-    # Only mixtures the 4x larger budget can train: a proxy mixture may lean on a small domain that 4x the
-    # tokens would repeat more than max_epochs times.
-    lo, hi = trainer.space.bounds(args.transfer_tokens)
-    pool = [w for w in pool if simplex.is_feasible(np.asarray(w), lo, hi)[0]]
+    pool = trainable(trainer.space, pool, args.transfer_tokens)
     picks = np.random.default_rng(0).choice(len(pool), min(args.transfer_mixtures, len(pool)), replace=False)
     mixtures = {n: s["weights"] for n, s in strategies.items()} | {
         f"proxy{i}": pool[j] for i, j in enumerate(sorted(picks))
@@ -419,8 +430,7 @@ def main() -> None:
     journal = cache / "runs.jsonl"
     if args.fresh:
         journal.unlink(missing_ok=True)
-    smallest = min(data.val_tokens.values())  # the tail of each val slice is Aioli's held-out text
-    eval_tokens = min(args.scale.eval_tokens, max(smallest // 2, smallest - HELDOUT_TOKENS))
+    eval_tokens = eval_tokens_for(data, args.scale)
     args.vocab, device = data.vocab_size, str(resolve_device(args.device))
     space = make_space(data, (fidelity(PROXY, args.proxy_tokens, args.vocab),), args)
     trainer = Trainer(data, space, device, eval_tokens, journal)
