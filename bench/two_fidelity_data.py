@@ -20,9 +20,10 @@ stderr; the last stdout line is ``RESULT cheap_runs=... target_runs=... rho_chea
 Spearman rho of target_loss between the fidelities over the mixtures trained at both.
 
 Finished runs are journaled with the transfer bench's (``artifacts/transfer_cache/*/runs.jsonl``) and read
-back, so an interrupted job resumes and runs either bench made are not trained twice. The full job is about
-an hour on 2 CPU cores; ``--quick`` (6 + 3 tiny runs on the quick corpus, written under artifacts/, never
-over the real table) is a smoke test in under a minute.
+back, so an interrupted job resumes and runs either bench made are not trained twice. On 2 quiet CPU cores an
+xs run takes about 9 s and an s run about 85 s (the full job: about 45 minutes; hours on shared cores).
+``--quick`` (6 + 3 tiny runs on the quick corpus, written under artifacts/, never over the real table) is a
+smoke test of about a minute.
 
     .venv/bin/python bench/two_fidelity_data.py [--quick] [--cheap 64] [--target 24] [--out PATH]
 """
