@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from kombu.exceptions import OperationalError
@@ -24,12 +23,10 @@ BROKER_DOWN = (OperationalError, RedisConnectionError, OSError)
 
 class CeleryDispatcher(Dispatcher):
     def plan(self, experiment_id: int) -> None:
-        from workers.celery_app import PLAN_QUEUE, REFIT_QUEUE
         from workers.tasks import plan_experiment
 
-        for job in PlanJob:
-            queue = REFIT_QUEUE if job == PlanJob.REFIT else PLAN_QUEUE
-            _send(partial(plan_experiment.apply_async, queue=queue), (experiment_id, job.value))
+        for job in PlanJob:  # the queue follows the job (workers.celery_app.route)
+            _send(plan_experiment.apply_async, (experiment_id, job.value))
 
     def runs(self, run_ids: list[int]) -> None:
         from workers.tasks import train_proxy
