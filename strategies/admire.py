@@ -175,7 +175,7 @@ class Admire:
             target = TargetImprovement(model, bt.with_columns(observed, {space.k: 1.0}), lo, hi, seed)
             known = {f.name for f in space.fidelities}
             flying = [c for c in pending if c.fidelity in known and len(c.weights) == space.k]
-            floor = self._target_floor(model, space, obs)
+            floor = self._target_floor(model, space, coords, obs)
             share = TargetShare(space, [o.fidelity for o in obs] + [c.fidelity for c in flying], floor)
             in_flight = bt.as_tensor([[*c.weights, coords[c.fidelity]] for c in flying]) if flying else None
             x, names = optimise(
@@ -185,10 +185,12 @@ class Admire:
         logger.debug("admire proposed %s", names)
         return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]
 
-    def _target_floor(self, model: SingleTaskGP, space: SearchSpace, obs: Sequence[Observation]) -> float:
+    def _target_floor(
+        self, model: SingleTaskGP, space: SearchSpace, coords: dict[str, float], obs: Sequence[Observation]
+    ) -> float:
         """The target fidelity's least cost share: all of it once the fitted kernel says no cheaper
         fidelity tells much about the target (single-fidelity BO on the target from then on)."""
-        rho = fidelity_correlations(model, space, fidelity_coordinates(space), obs)
+        rho = fidelity_correlations(model, space, coords, obs)
         if rho and max(rho.values()) < self.min_fidelity_correlation:
             logger.info("cheap fidelities say little about the target (%s): target runs only", rho)
             return 1.0
