@@ -122,12 +122,6 @@ def drive(strategy: Strategy, sim: SimulatedRuns, budgets: Sequence[float], seed
     return ledger.trace
 
 
-def natural(space: SearchSpace) -> Recommendation:
-    """What a method without runs recommends: the natural mixture within the caps."""
-    lo, hi = space.bounds(space.recommend_budget())
-    return Recommendation(tuple(float(v) for v in simplex.project(space.natural(), lo, hi)[0]))
-
-
 class GpEi:
     """Single-fidelity BO baseline (not registered): GP at the target fidelity, batches by sequential
     greedy qLogNoisyExpectedImprovement. Same simplex handling, initial-design generator, feasible set and
@@ -187,7 +181,7 @@ class GpEi:
         lo, hi = space.bounds(space.recommend_budget())
         obs = self._target_runs(space, history)
         if not obs:
-            return natural(space)
+            return get_strategy("natural").recommend(space, [])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = self._model(space, obs)
@@ -215,11 +209,8 @@ def best_observed(
     target = sim.space.target_fidelity.name
     rng, ledger, seen = np.random.default_rng(seed), Ledger(sim, budgets), []
 
-    def recommend() -> Recommendation:
-        if not seen:
-            return natural(sim.space)
-        best = min(seen, key=lambda o: o.target_loss)
-        return Recommendation(best.weights, best.target_loss)
+    def recommend() -> Recommendation:  # the best run so far (natural weights before the first)
+        return get_strategy("random").recommend(sim.space, seen)
 
     w = next(mixtures)
     while ledger.pending:
