@@ -26,7 +26,7 @@ CV_FOLDS = 5
 # Fewer, larger boosting steps than the strategies use: ~8x faster, and a diagnostic plot needs the
 # shape of the fit, not its last decimal.
 QUICK_LIGHTGBM = {"n_estimators": 500, "learning_rate": 0.05}
-QUICK_GP = {"max_rows": AUTO_GP_ROWS}  # as RegMix's "auto" compares it: a quarter of a 1,024-row fit's time
+QUICK_GP = {"max_rows": AUTO_GP_ROWS}  # the GP as RegMix's "auto" compares it
 QUICK_PARAMS: dict[str, dict[str, Any]] = {
     "lightgbm": QUICK_LIGHTGBM,
     "gp": QUICK_GP,
