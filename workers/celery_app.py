@@ -5,28 +5,14 @@ behind a training run or a slow refit; by default every worker consumes all thre
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 from celery.signals import worker_process_init
 
 from app.core.config import get_settings
 from app.services.dispatch import set_dispatcher
-from app.status import PlanJob
 from workers.dispatch import CeleryDispatcher
 from workers.priority import lower_this_thread
-
-TRAIN_QUEUE, PLAN_QUEUE, REFIT_QUEUE = "mixlab", "mixlab-plan", "mixlab-refit"
-
-
-def route(name: str, args: Any, kwargs: Any, options: Any, **_: Any) -> dict[str, str] | None:
-    """Celery's router: a planning message by its job (``mixlab.plan(experiment_id, job)``), refits
-    to REFIT_QUEUE; None sends everything else to the default queue, TRAIN_QUEUE."""
-    if name != "mixlab.plan":
-        return None
-    job = args[1] if args and len(args) > 1 else (kwargs or {}).get("job")
-    return {"queue": REFIT_QUEUE if job == PlanJob.REFIT else PLAN_QUEUE}
-
+from workers.queues import TRAIN_QUEUE, route
 
 settings = get_settings()
 celery_app = Celery("mixlab", broker=settings.broker_url, include=["workers.tasks"])
