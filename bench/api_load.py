@@ -1,8 +1,9 @@
 """API latency and throughput at a 10,000-run history: requests only read and write rows, the planner fits.
 
-Loopback only. Starts `mixlab serve` (one uvicorn process) and, on PostgreSQL (default), two planner
-workers (`mixlab worker --queues mixlab-plan` and `--queues mixlab-refit`, Celery on Redis); with
-``--sqlite`` the server's embedded planner threads plan instead. Then, on an external experiment:
+Loopback only. Starts `mixlab serve` (``--server-workers`` 2: one uvicorn process per core of the 2-core
+target machine) and, on PostgreSQL (default), two planner workers (`mixlab worker --queues mixlab-plan`
+and `--queues mixlab-refit`, Celery on Redis); with ``--sqlite`` the server's embedded planner threads
+plan instead. Then, on an external experiment:
 
 1. import ``--runs`` runs (10,000) and time until a recommendation covering them is stored (no ask);
 2. ``--clients`` (16) clients loop ask(wait) + tell for ``--seconds``: pairs/s, ask and tell p50/p99,
@@ -12,10 +13,11 @@ workers (`mixlab worker --queues mixlab-plan` and `--queues mixlab-refit`, Celer
 4. phases 2-3 again on an experiment with 100 imported runs: ``ratio_10k_vs_100`` is the worse of the
    ask and tell p99 ratios.
 
-Losses come from a fixed synthetic mixing law (no training). ``--quick`` (< 60 s) keeps the 10,000-run
-history but uses the ``random`` strategy (its recommendation is the best run, no fit) and short
-phases; the full run uses ``regmix``, whose fit at 10,000 runs is what the import-to-recommendation
-time measures.
+The clients are asyncio tasks on lean keep-alive connections (``bench/loadgen.py``), so the load
+generator takes little of the CPU the server needs. Losses come from a fixed synthetic mixing law (no
+training). ``--quick`` (< 60 s) keeps the 10,000-run history but uses the ``random`` strategy (its
+recommendation is the best run, no fit) and short phases; the full run uses ``regmix``, whose fit at
+10,000 runs is what the import-to-recommendation time measures.
 
     python bench/api_load.py [--quick] [--sqlite] [--runs 10000] [--clients 16] [--seconds 20]
 """
@@ -23,13 +25,13 @@ time measures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -43,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.loadgen import Connection, Response  # noqa: E402
 from bench.scale_out import fresh_database  # noqa: E402
 
 REDIS_URL = os.environ.get("MIXLAB_BENCH_REDIS", "redis://127.0.0.1:6379/13")
@@ -131,32 +134,26 @@ def processes(env: dict[str, str], sqlite: bool, port: int, log: Path, workers: 
 
 
 class Stats:
-    """Latencies per endpoint and outcome counts, shared by the client threads."""
+    """Latencies per endpoint and outcome counts, shared by the client tasks (one event loop)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.ms: dict[str, list[float]] = defaultdict(list)
         self.counts: dict[str, int] = defaultdict(int)
         self.pairs_per_s = 0.0  # ask + tell pairs completed per second in the pairs phase
 
-    def call(
-        self, client: httpx.Client, name: str, method: str, url: str, **kw: Any
-    ) -> httpx.Response | None:
+    async def call(self, conn: Connection, name: str, method: str, path: str, **kw: Any) -> Response | None:
         t = time.perf_counter()
         try:
-            resp = client.request(method, url, **kw)
-        except httpx.HTTPError:
-            with self.lock:
-                self.counts["errors"] += 1
+            resp = await conn.request(method, path, **kw)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            self.counts["errors"] += 1
             return None
-        ms = 1000 * (time.perf_counter() - t)
-        with self.lock:
-            self.ms[name].append(ms)
-            if resp.status_code == 409 and resp.json()["error"]["code"] == NOT_READY:
-                self.counts["not_ready"] += 1
-            elif resp.status_code >= 400:
-                self.counts["errors"] += 1
-                self.counts[f"{name}_{resp.status_code}"] += 1
+        self.ms[name].append(1000 * (time.perf_counter() - t))
+        if resp.status == 409 and resp.json()["error"]["code"] == NOT_READY:
+            self.counts["not_ready"] += 1
+        elif resp.status >= 400:
+            self.counts["errors"] += 1
+            self.counts[f"{name}_{resp.status}"] += 1
         return resp
 
     def pct(self, name: str, q: float) -> float:
@@ -202,78 +199,74 @@ def import_runs(api: httpx.Client, base: str, n: int, seed: int) -> float:
     return float("inf")
 
 
-def pairs(url: str, headers: dict[str, str], base: str, clients: int, seconds: float, stats: Stats) -> int:
+async def pairs(
+    url: str, headers: dict[str, str], base: str, clients: int, seconds: float, stats: Stats
+) -> int:
     """Clients loop ask + tell; returns the pairs completed."""
     stop = time.monotonic() + seconds
-    done = [0]
+    done = 0
 
-    def client(i: int) -> None:
+    async def client(i: int) -> None:
+        nonlocal done
         rng = np.random.default_rng(1000 + i)
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-            while time.monotonic() < stop:
-                asked = stats.call(http, "ask", "POST", f"{base}/ask", params={"wait": 2})
-                if asked is None or asked.status_code != 200:
-                    continue
-                run = asked.json()["run"]
-                told = stats.call(
-                    http,
-                    "tell",
-                    "POST",
-                    f"{base}/runs/{run['id']}/result",
-                    json={"lease_token": asked.json()["lease_token"], "losses": losses(run["weights"], rng)},
-                )
-                if told is not None and told.status_code == 200:
-                    with stats.lock:
-                        done[0] += 1
+        conn = Connection(url, headers)
+        while time.monotonic() < stop:
+            asked = await stats.call(conn, "ask", "POST", f"{base}/ask", params={"wait": 2})
+            if asked is None or asked.status != 200:
+                continue
+            lease = asked.json()
+            run = lease["run"]
+            told = await stats.call(
+                conn,
+                "tell",
+                "POST",
+                f"{base}/runs/{run['id']}/result",
+                json_body={"lease_token": lease["lease_token"], "losses": losses(run["weights"], rng)},
+            )
+            if told is not None and told.status == 200:
+                done += 1
+        await conn.close()
 
-    run_threads(client, clients)
-    return done[0]
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return done
 
 
-def reads(
+async def reads(
     url: str, headers: dict[str, str], base: str, clients: int, seconds: float, rate: float, stats: Stats
 ) -> None:
     """Paced GETs of the recommendation, then unpaced dashboard page + data."""
     page = "/ui/experiments/" + base.rsplit("/", 1)[1]
-    cookies = {"mixlab_key": headers["Authorization"].split()[1]}
+    cookie = {"Cookie": f"mixlab_key={headers['Authorization'].split()[1]}"}
 
-    def rec_client(i: int) -> None:
+    async def rec_client(i: int) -> None:
         interval = clients / rate
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-            next_at = time.monotonic() + i * interval / clients
-            stop = time.monotonic() + seconds
-            while next_at < stop:
-                time.sleep(max(0.0, next_at - time.monotonic()))
-                stats.call(http, "recommendation", "GET", f"{base}/recommendation")
-                next_at += interval
+        conn = Connection(url, headers)
+        next_at = time.monotonic() + i * interval / clients
+        stop = time.monotonic() + seconds
+        while next_at < stop:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await stats.call(conn, "recommendation", "GET", f"{base}/recommendation")
+            next_at += interval
+        await conn.close()
 
-    def dashboard_client(i: int) -> None:
+    async def dashboard_client(i: int) -> None:
         stop = time.monotonic() + seconds / 2
-        with httpx.Client(
-            base_url=url.removesuffix("/api/v1"), headers=headers, cookies=cookies, timeout=30
-        ) as http:
-            while time.monotonic() < stop:
-                stats.call(http, "dashboard_page", "GET", page)
-                stats.call(http, "dashboard", "GET", f"/api/v1{base}/dashboard")
+        conn = Connection(url.removesuffix("/api/v1"), {**headers, **cookie})
+        while time.monotonic() < stop:
+            await stats.call(conn, "dashboard_page", "GET", page)
+            await stats.call(conn, "dashboard", "GET", f"/api/v1{base}/dashboard")
+        await conn.close()
 
-    run_threads(rec_client, clients)
-    run_threads(dashboard_client, max(1, clients // 4))
-
-
-def run_threads(target: Any, n: int) -> None:
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    await asyncio.gather(*(rec_client(i) for i in range(clients)))
+    await asyncio.gather(*(dashboard_client(i) for i in range(max(1, clients // 4))))
 
 
 def phase(url: str, headers: dict[str, str], base: str, args: argparse.Namespace, label: str) -> Stats:
     stats = Stats()
     t = time.perf_counter()
-    n = pairs(url, headers, base, args.clients, args.seconds, stats)
+    n = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats))
     stats.pairs_per_s = n / (time.perf_counter() - t)
-    reads(url, headers, base, args.clients, args.seconds, args.rec_rate, stats)
+    asyncio.run(reads(url, headers, base, args.clients, args.seconds, args.rec_rate, stats))
     print(
         f"  [{label}] {n} pairs; "
         + ", ".join(
@@ -302,8 +295,8 @@ def main() -> None:
     ap.add_argument(
         "--server-workers",
         type=int,
-        default=1,
-        help="`mixlab serve --workers` (Postgres only; embedded mode has one process)",
+        default=2,
+        help="`mixlab serve --workers`: one per core (Postgres only; embedded mode has one process)",
     )
     args = ap.parse_args()
     workers = 1 if args.sqlite else args.server_workers
