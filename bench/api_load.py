@@ -80,8 +80,11 @@ def database(sqlite: bool, workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def processes(env: dict[str, str], sqlite: bool, port: int, log: Path, workers: int) -> Iterator[None]:
-    """The server (and the planner worker on Postgres), each in its own process group."""
+def processes(
+    env: dict[str, str], sqlite: bool, port: int, log: Path, workers: int
+) -> Iterator[dict[str, set[int]]]:
+    """The server (and the planner workers on Postgres), each in its own process group; yields the
+    groups' ids by role."""
     out = log.open("ab")
     serve = ["serve", "--port", str(port), "--no-migrate", "--workers", str(workers)]
     cmds = [[sys.executable, "-m", "app.cli", *serve]]
@@ -113,7 +116,7 @@ def processes(env: dict[str, str], sqlite: bool, port: int, log: Path, workers: 
             if time.monotonic() > deadline or procs[0].poll() is not None:
                 raise SystemExit(f"the server did not start; log:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield
+        yield {"server": {procs[0].pid}, "planners": {p.pid for p in procs[1:]}}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -133,6 +136,40 @@ def processes(env: dict[str, str], sqlite: bool, port: int, log: Path, workers: 
             print(f"  server log: {line[:400]}", file=sys.stderr)
 
 
+def group_cpu_s(groups: set[int]) -> float:
+    """CPU seconds used so far by the processes of these process groups (Linux ``/proc``)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) in groups:  # pgrp; utime and stime follow
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far, all cores."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds per role over a phase: where the ask+tell pairs' cost goes."""
+
+    def __init__(self, groups: dict[str, set[int]]) -> None:
+        self.groups = groups
+
+    def sample(self) -> dict[str, float]:
+        used = {role: group_cpu_s(ids) for role, ids in self.groups.items()}
+        used["load generator"] = time.process_time()
+        used["machine"] = machine_cpu_s()
+        return used
+
+
 class Stats:
     """Latencies per endpoint and outcome counts, shared by the client tasks (one event loop)."""
 
@@ -140,6 +177,7 @@ class Stats:
         self.ms: dict[str, list[float]] = defaultdict(list)
         self.counts: dict[str, int] = defaultdict(int)
         self.pairs_per_s = 0.0  # ask + tell pairs completed per second in the pairs phase
+        self.cpu_ms_per_pair: dict[str, float] = {}  # by role, over the pairs phase
 
     async def call(self, conn: Connection, name: str, method: str, path: str, **kw: Any) -> Response | None:
         t = time.perf_counter()
@@ -261,11 +299,25 @@ async def reads(
     await asyncio.gather(*(dashboard_client(i) for i in range(max(1, clients // 4))))
 
 
-def phase(url: str, headers: dict[str, str], base: str, args: argparse.Namespace, label: str) -> Stats:
+def phase(
+    url: str, headers: dict[str, str], base: str, args: argparse.Namespace, label: str, cpu: CpuMeter
+) -> Stats:
     stats = Stats()
-    t = time.perf_counter()
+    before, t = cpu.sample(), time.perf_counter()
     n = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats))
-    stats.pairs_per_s = n / (time.perf_counter() - t)
+    elapsed, after = time.perf_counter() - t, cpu.sample()
+    stats.pairs_per_s = n / elapsed
+    used = {role: after[role] - before[role] for role in after}
+    used["the rest (Postgres, Redis, kernel)"] = used["machine"] - sum(
+        v for role, v in used.items() if role != "machine"
+    )
+    stats.cpu_ms_per_pair = {role: 1000 * v / max(n, 1) for role, v in used.items()}
+    print(
+        f"  [{label}] CPU per ask+tell pair: "
+        + ", ".join(f"{role} {ms:.1f} ms" for role, ms in stats.cpu_ms_per_pair.items() if role != "machine")
+        + f"; the machine was {100 * used['machine'] / elapsed / (os.cpu_count() or 1):.0f}% busy",
+        file=sys.stderr,
+    )
     asyncio.run(reads(url, headers, base, args.clients, args.seconds, args.rec_rate, stats))
     print(
         f"  [{label}] {n} pairs; "
@@ -334,16 +386,17 @@ def main() -> None:
             file=sys.stderr,
         )
         with (
-            processes(env, args.sqlite, port, Path(tmp) / "server.log", workers),
+            processes(env, args.sqlite, port, Path(tmp) / "server.log", workers) as groups,
             httpx.Client(base_url=url, headers=headers, timeout=60) as api,
         ):
+            cpu = CpuMeter(groups)
             big = make_experiment(api, strategy, args.runs, seed=0)
             import_to_rec = import_runs(api, big, args.runs, seed=0)
             print(f"  recommendation stored {import_to_rec:.1f} s after the import", file=sys.stderr)
-            at_10k = phase(url, headers, big, args, f"{args.runs} runs")
+            at_10k = phase(url, headers, big, args, f"{args.runs} runs", cpu)
             small = make_experiment(api, strategy, 100, seed=1)
             import_runs(api, small, 100, seed=1)
-            at_100 = phase(url, headers, small, args, "100 runs")
+            at_100 = phase(url, headers, small, args, "100 runs", cpu)
 
     ratio = max(at_10k.pct(k, 99) / at_100.pct(k, 99) for k in ("ask", "tell"))
     errors = at_10k.counts["errors"] + at_100.counts["errors"]
@@ -363,7 +416,8 @@ def main() -> None:
         f"pairs_per_s={at_10k.pairs_per_s:.1f} "
         f"rec_p99_ms={at_10k.pct('recommendation', 99):.1f} "
         f"dashboard_p99_ms={dashboard:.1f} import_to_rec_s={import_to_rec:.1f} ratio_10k_vs_100={ratio:.2f} "
-        f"errors={errors} not_ready={at_10k.counts['not_ready']}"
+        f"errors={errors} not_ready={at_10k.counts['not_ready']} "
+        f"server_cpu_ms_per_pair={at_10k.cpu_ms_per_pair['server']:.1f}"
     )
 
 

@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 keep-alive client on asyncio streams, for load benchmarks.
 
-Why not httpx: on this 2-core machine sixteen httpx clients in threads spent ~3.5 ms of CPU per
-ask + tell pair, on the same cores as the server they measure (an ad-hoc psutil count, 2026-12-05). A
-load generator should cost the system under test as little as it can, as wrk or k6 do; this one parses
-only what the benchmarks need: the status line, Content-Length and the body (uvicorn sends
-Content-Length on every JSON response).
+Why not httpx: sixteen httpx clients in threads took several times more CPU per request than this, on
+the same 2 cores as the server they measured (``bench/api_load.py`` prints the load generator's CPU per
+ask+tell pair). A load generator should cost the system under test as little as it can, as wrk or k6
+do; this one parses only what the benchmarks need: the status line, Content-Length and the body
+(uvicorn sends Content-Length on every JSON response).
 """
 
 from __future__ import annotations
