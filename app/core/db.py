@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
@@ -32,7 +34,34 @@ def get_engine(url: str | None = None) -> Engine:
 
         return engine
     size = get_settings().db_pool_size
-    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=size)
+    engine = create_engine(url, pool_size=size, max_overflow=size)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use if it sat idle for a second or more.
+
+    ``pool_pre_ping`` pings on every checkout: one more round trip for every request. A
+    connection in constant use proves itself alive; one that sat idle may have been cut (a database
+    restart), and is replaced before a request sees it. A connection that dies mid-load fails its one
+    request (503) and the pool then drops every connection older than the failure."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn, record, proxy):  # type: ignore[no-untyped-def]
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as e:
+            raise DisconnectionError(f"pooled connection is dead: {e}") from e  # the pool reconnects
 
 
 @lru_cache

@@ -78,3 +78,28 @@ def test_broker_down_at_start_is_recovered_by_the_reaper(
         assert stalled_preparations(session=session) == []
         failed: Any = session.get(Experiment, exp["id"])
         assert failed.status == "failed" and "MIXLAB_PREPARE_TIMEOUT_S" in failed.error
+
+
+def test_a_pooled_connection_cut_while_idle_is_replaced_before_use(
+    settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping per checkout (a round trip per request), but one that sat idle is checked first: a
+    backend terminated meanwhile (as a database restart does) never reaches a request."""
+    import psycopg
+    from sqlalchemy import create_engine, text
+
+    from app.core import db
+    from tests.conftest import PG_ADMIN
+
+    if not settings_env["MIXLAB_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("SQLite has no server connection to lose")
+    engine = create_engine(settings_env["MIXLAB_DATABASE_URL"], pool_size=1, max_overflow=0)
+    db._ping_when_idle(engine)
+    with engine.connect() as conn:
+        pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        assert admin.execute("select pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # it has been idle long enough
+    with engine.connect() as conn:
+        assert conn.execute(text("select pg_backend_pid()")).scalar_one() != pid
+    engine.dispose()
