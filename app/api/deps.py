@@ -67,7 +67,10 @@ async def api_key(request: Request) -> str:  # async: no I/O, so no thread hop
     raise Unauthorized("send your project key as `Authorization: Bearer <key>`")
 
 
-def current_project(session: SessionDep, key: Annotated[str, Depends(api_key)]) -> Project:
+KeyDep = Annotated[str, Depends(api_key)]
+
+
+def current_project(session: SessionDep, key: KeyDep) -> Project:
     return project_for_key(session=session, key=key)
 
 
@@ -75,16 +78,12 @@ ProjectDep = Annotated[Project, Depends(current_project)]
 ExperimentId = Annotated[int, PathParam(description="experiment id")]
 
 
-def current_experiment(
-    experiment_id: ExperimentId, session: SessionDep, key: Annotated[str, Depends(api_key)]
-) -> Experiment:
+def current_experiment(experiment_id: ExperimentId, session: SessionDep, key: KeyDep) -> Experiment:
     """The path's experiment, if it belongs to the caller's project (404 otherwise)."""
     return experiment_for_key(session=session, key=key, experiment_id=experiment_id)
 
 
-def locked_experiment(
-    experiment_id: ExperimentId, session: SessionDep, key: Annotated[str, Depends(api_key)]
-) -> Experiment:
+def locked_experiment(experiment_id: ExperimentId, session: SessionDep, key: KeyDep) -> Experiment:
     """Like ``current_experiment``, holding the row lock until the request's commit (state changes)."""
     return experiment_for_key(session=session, key=key, experiment_id=experiment_id, lock=True)
 

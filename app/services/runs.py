@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -214,15 +214,7 @@ def complete(
 ) -> Saved | None:
     """running → succeeded with validated losses, and planning requested, in one UPDATE … RETURNING;
     None if the run is not a running run of this experiment (and ``origin``), or its claim was lost."""
-    bad = unknown(losses, experiment.domain_names)
-    if bad:
-        raise InvalidInput(
-            f"losses name unknown domains {bad}; known: {experiment.domain_names}", code="unknown_domain"
-        )
-    missing = sorted(set(experiment.target) - set(losses))
-    if missing:
-        raise InvalidInput(f"losses lack target domains {missing}", code="missing_losses")
-    target_loss = sum(w * losses[d] for d, w in experiment.target.items())
+    target_loss = result_target_loss(experiment.domain_names, experiment.target, losses)
     if not valid_id(run_id):
         return None
     cond = [Run.id == run_id, Run.experiment_id == experiment.id, Run.status == RunStatus.RUNNING]
@@ -236,7 +228,7 @@ def complete(
         .values(
             status=RunStatus.SUCCEEDED,
             losses=losses,
-            target_loss=float(target_loss),
+            target_loss=target_loss,
             cost=cost if cost is not None else _fidelity_cost(experiment),
             wall_s=wall_s,
             extra=extra or {},
@@ -249,6 +241,28 @@ def complete(
     if run is None:
         return None
     return Saved(run=run, nudge=request_plan(session, experiment.id))
+
+
+def result_target_loss(names: Sequence[str], target: dict[str, float], losses: dict[str, float]) -> float:
+    """The target loss of a reported result; 422 if it names an unknown domain or lacks a target one."""
+    bad = unknown(losses, names)
+    if bad:
+        raise InvalidInput(f"losses name unknown domains {bad}; known: {list(names)}", code="unknown_domain")
+    missing = sorted(set(target) - set(losses))
+    if missing:
+        raise InvalidInput(f"losses lack target domains {missing}", code="missing_losses")
+    return float(sum(w * losses[d] for d, w in target.items()))
+
+
+def refuse_result(session: Session, experiment: Experiment, run_id: int, token: str) -> NoReturn:
+    """Say why a result was not stored: unknown run, a worker's run, a lost lease, or told already."""
+    run = get_run(session=session, experiment=experiment, run_id=run_id)
+    if run.origin != RunOrigin.EXTERNAL:
+        raise Conflict(f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin")
+    check_lease(run, token)
+    raise Conflict(
+        f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
+    )
 
 
 @dataclass(frozen=True)

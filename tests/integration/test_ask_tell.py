@@ -181,3 +181,46 @@ def test_ask_on_worker_experiment_is_rejected(api, auth) -> None:  # type: ignor
     assert resp.status_code == 409 and error_code(resp) == "bad_executor"
     start = api.post(f"/api/v1/experiments/{exp['id']}/start", headers=auth)
     assert start.status_code == 409 and error_code(start) == "missing_corpus"
+
+
+def test_remembered_experiments_lease_and_store_in_one_statement_as_the_general_path_does(  # type: ignore[no-untyped-def]
+    api, auth, settings_env
+) -> None:
+    """An experiment's first ask goes the general (ORM) way and teaches the process what never changes
+    about it; later asks and tells take one statement each and answer the same, errors included: a
+    wrong key still gets 401 before any loss is judged (no domain names leak), a stale lease 409."""
+    from app.services.ask_tell import _remembered
+
+    spec = external_spec(budget=6, parallelism=3)
+    base = _start(api, auth, **spec)
+    experiment_id = int(base.rsplit("/", 1)[1])
+    first = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()
+    facts = _remembered.get(experiment_id)
+    assert facts is not None and facts.names == ("web", "code", "law")
+    second = api.post(f"{base}/ask", params={"wait": 30}, headers=auth).json()  # one statement
+    assert second["run"].keys() == first["run"].keys() and second["run"]["status"] == "running"
+    assert second["run"]["id"] != first["run"]["id"] and second["lease_token"] != first["lease_token"]
+    assert second["run"]["weights"].keys() == first["run"]["weights"].keys()
+
+    url = f"{base}/runs/{second['run']['id']}/result"
+    wrong = {"Authorization": "Bearer mlx_not-a-key"}
+    bad_domain = {"lease_token": second["lease_token"], "losses": {"nope": 1.0}}
+    resp = api.post(url, json=bad_domain, headers=wrong)
+    assert resp.status_code == 401 and "web" not in resp.text
+    resp = api.post(url, json=bad_domain, headers=auth)
+    assert resp.status_code == 422 and error_code(resp) == "unknown_domain"
+    good = {"lease_token": second["lease_token"], "losses": fake_losses(second["run"]["weights"])}
+    resp = api.post(url, json={**good, "lease_token": first["lease_token"]}, headers=auth)
+    assert resp.status_code == 409 and error_code(resp) == "lease_lost"
+    assert api.post(url, json=good, headers=wrong).status_code == 401
+    told = api.post(url, json=good, headers=auth)
+    assert told.status_code == 200 and told.json()["status"] == "succeeded"
+    costs = {f["name"]: f["cost"] for f in spec["fidelities"]}
+    assert told.json()["cost"] == costs[second["run"]["fidelity"]]  # computed in the statement
+    assert told.json()["target_loss"] == pytest.approx(
+        sum(w * good["losses"][d] for d, w in spec["target"].items())
+    )
+    again = api.post(url, json=good, headers=auth)
+    assert again.status_code == 409 and error_code(again) == "bad_status"
+    stored = api.get(f"{base}/runs/{second['run']['id']}", headers=auth).json()
+    assert stored["losses"] == good["losses"] and stored["status"] == "succeeded"

@@ -6,15 +6,13 @@ planner (``workers/planner.py``); ask leases a run the planner already proposed.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ExperimentDep, LockedExperimentDep, PageDep, SessionDep
-from app.errors import Conflict
-from app.models import Experiment
+from app.api.deps import ExperimentDep, ExperimentId, KeyDep, LockedExperimentDep, PageDep, SessionDep
 from app.schemas import (
     TEXT_PATTERN,
     AskOut,
@@ -27,6 +25,7 @@ from app.schemas import (
     RunOut,
     RunWithCurve,
 )
+from app.services import ask_tell
 from app.services import runs as service
 from app.services.dispatch import dispatcher
 from app.status import RunOrigin, RunStatus
@@ -100,15 +99,11 @@ def get_run(experiment: ExperimentDep, run_id: int, session: SessionDep) -> RunW
     responses=NOT_READY,
     summary="Lease the next proposed mixture to train (external pipelines); never waits for a fit",
 )
-def ask(experiment: ExperimentDep, session: SessionDep, wait: Wait = 0.0) -> AskOut:
-    run = service.ask(session=session, experiment=experiment, wait_s=wait)
-    session.commit()  # here, in the route's thread: one thread hop less than leaving it to get_db
-    assert run.lease_expires_at is not None and run.claim_token is not None
-    return AskOut(
-        run=service.run_out(experiment, run),
-        lease_token=run.claim_token,
-        lease_expires_at=run.lease_expires_at,
-    )
+async def ask(experiment_id: ExperimentId, key: KeyDep, wait: Wait = 0.0) -> Response:
+    # async, with the work in one thread: the hottest route pays one thread hop and no response
+    # re-validation (the model is built and checked here)
+    out = await run_in_threadpool(ask_tell.ask, key=key, experiment_id=experiment_id, wait_s=wait)
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 LEASED: dict[int | str, dict[str, Any]] = {
@@ -125,33 +120,12 @@ LEASED: dict[int | str, dict[str, Any]] = {
     responses=LEASED,
     summary="Report a leased run's per-domain losses",
 )
-def tell(experiment: ExperimentDep, run_id: int, body: ResultIn, session: SessionDep) -> RunOut:
-    saved = service.complete(
-        session=session,
-        experiment=experiment,
-        run_id=run_id,
-        token=body.lease_token,
-        losses=body.losses,
-        cost=body.cost,
-        wall_s=body.wall_s,
-        origin=RunOrigin.EXTERNAL,
+async def tell(experiment_id: ExperimentId, run_id: int, body: ResultIn, key: KeyDep) -> Response:
+    # as ask: one thread hop; the result is committed before planning is requested
+    out = await run_in_threadpool(
+        ask_tell.tell, key=key, experiment_id=experiment_id, run_id=run_id, result=body
     )
-    if saved is None:  # say why: unknown run, a worker's run, a lost lease, or told already
-        _refuse(session, experiment, run_id, body.lease_token)
-    session.commit()  # the result is stored before anything plans on it
-    if saved.nudge:
-        dispatcher().plan(experiment.id)
-    return service.run_out(experiment, saved.run)
-
-
-def _refuse(session: Session, experiment: Experiment, run_id: int, token: str) -> NoReturn:
-    run = service.get_run(session=session, experiment=experiment, run_id=run_id)
-    if run.origin != RunOrigin.EXTERNAL:
-        raise Conflict(f"run {run_id} is trained by mixlab's workers; it takes no results", code="bad_origin")
-    service.check_lease(run, token)
-    raise Conflict(
-        f"run {run_id} is {run.status}; only a leased (running) run takes a result", code="bad_status"
-    )
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.post(
