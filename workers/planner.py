@@ -82,9 +82,13 @@ def plan(experiment_id: int, job: PlanJob) -> int:
 def _min_interval(claim: planning.Claim, settings: Settings) -> float:
     """Seconds from one pass's end to the next's start. A refit also waits as long as it last took: at
     most half a planner's time goes to interim recommendations (progress reports, however often the
-    history grows), the rest to proposals, which keep clients and workers busy."""
+    history grows), the rest to proposals, which keep clients and workers busy. Proposals do not wait
+    when none is left to hand out: then clients (or workers) are waiting for this very pass."""
     if claim.job == PlanJob.REFIT:
         return max(settings.planner_min_interval_s, claim.last_duration_s)
+    with session_scope() as session:
+        if not planning.has_queued(session, claim.experiment_id):
+            return 0.0
     return settings.planner_min_interval_s
 
 

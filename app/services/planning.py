@@ -283,6 +283,14 @@ def pending(session: Session, experiment: Experiment) -> list[Candidate]:
     return [Candidate(tuple(w), fid) for w, fid in rows]
 
 
+def has_queued(session: Session, experiment_id: int) -> bool:
+    """Whether any search run waits to be leased or claimed (an index lookup)."""
+    queued = select(Run.id).where(
+        Run.experiment_id == experiment_id, Run.status == RunStatus.QUEUED, search_run()
+    )
+    return bool(session.scalar(queued.exists().select()))
+
+
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:
     """The search's runs per status (a scale prediction's ladder is not the planner's business)."""
     return dict(

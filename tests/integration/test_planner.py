@@ -121,6 +121,29 @@ def test_a_paced_pass_waits_holding_its_lease_and_covers_the_tells_made_meanwhil
     assert passes == [1] and job.done == job.requested and job.lease_token is None
 
 
+def test_proposals_skip_the_pacing_when_nothing_is_left_to_hand_out(  # type: ignore[no-untyped-def]
+    settings_env, monkeypatch
+) -> None:
+    """Pacing spares the database under a stream of tells, but once every proposed run is leased the
+    clients are waiting for the next pass: it starts at once. With a run still queued it waits."""
+    from app.core.config import get_settings
+    from app.status import PlanJob
+    from workers import planner
+
+    monkeypatch.setenv("MIXLAB_PLANNER_MIN_INTERVAL_S", "30")
+    monkeypatch.setenv("MIXLAB_PLANNER_LOOKAHEAD", "0")  # exactly ``parallelism`` runs proposed
+    get_settings.cache_clear()
+    slept: list[float] = []
+    monkeypatch.setattr(planner.time, "sleep", slept.append)
+    exp_id = _experiment(budget=8, parallelism=2)
+    assert planner.plan(exp_id, PlanJob.PROPOSE) == 1
+    (a, wa), (b, wb) = _ask(exp_id), _ask(exp_id)  # both leased: nothing queued
+    _tell(exp_id, a, wa)
+    assert planner.plan(exp_id, PlanJob.PROPOSE) == 1 and slept == []  # proposes a run at once
+    _tell(exp_id, b, wb)  # the run just proposed is still queued: this pass waits its turn
+    assert planner.plan(exp_id, PlanJob.PROPOSE) == 1 and len(slept) == 1 and 0 < slept[0] <= 30
+
+
 def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(settings_env) -> None:  # type: ignore[no-untyped-def]
     from app.core.db import session_scope
     from app.models import Recommendation, Run
