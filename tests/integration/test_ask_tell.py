@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.helpers import error_code, expire_and_reap, external_spec, fake_losses
+from tests.integration.helpers import error_code, expire_and_reap, external_spec, fake_losses, wait_for
 
 
 def _start(api, auth, **over):  # type: ignore[no-untyped-def]
@@ -224,3 +224,28 @@ def test_remembered_experiments_lease_and_store_in_one_statement_as_the_general_
     assert again.status_code == 409 and error_code(again) == "bad_status"
     stored = api.get(f"{base}/runs/{second['run']['id']}", headers=auth).json()
     assert stored["losses"] == good["losses"] and stored["status"] == "succeeded"
+
+
+def test_a_new_experiment_that_reuses_a_deleted_ones_id_is_not_taken_for_it(  # type: ignore[no-untyped-def]
+    api, auth, settings_env
+) -> None:
+    """SQLite hands a deleted experiment's id to the next one: what the process remembered of the old
+    experiment (its domains) must not shape the new one's answers."""
+    if not settings_env["MIXLAB_DATABASE_URL"].startswith("sqlite"):
+        pytest.skip("PostgreSQL never reuses an id")
+    old = _start(api, auth)
+    api.post(f"{old}/ask", params={"wait": 30}, headers=auth).raise_for_status()  # remembered now
+    assert api.post(f"{old}/cancel", headers=auth).is_success
+    assert api.delete(old, headers=auth).status_code == 204
+    domains = [{"name": n, "tokens": 10**9} for n in ("news", "forum", "web", "code")]
+    new = _start(api, auth, domains=domains, target={"news": 1.0})
+    assert new == old  # the id came back
+
+    def queued() -> list[object]:  # so that the first ask leases at once, through what was remembered
+        return list(api.get(f"{new}/runs", params={"status": "queued"}, headers=auth).json()["items"])
+
+    wait_for(queued, "a proposed run of the new experiment")
+    asked = api.post(f"{new}/ask", params={"wait": 30}, headers=auth)
+    assert asked.status_code == 200 and set(asked.json()["run"]["weights"]) == {d["name"] for d in domains}
+    again = api.post(f"{new}/ask", params={"wait": 30}, headers=auth)  # now from the new experiment's facts
+    assert again.status_code == 200 and set(again.json()["run"]["weights"]) == {d["name"] for d in domains}
