@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, Update, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import BindParameter, Table, Update, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
@@ -32,7 +32,7 @@ from app.services import runs
 from app.services.dispatch import dispatcher
 from app.services.experiments import experiment_for_key
 from app.services.planning import request_plan
-from app.status import Executor, ExperimentStatus, RunOrigin, RunStatus
+from app.status import Executor, ExperimentStatus, RunOrigin
 
 _NOW: BindParameter[Any] = bindparam("now")
 _EXPERIMENT: BindParameter[Any] = bindparam("eid")
@@ -51,64 +51,40 @@ _RETURNED = [_RUNS.c[name] for name in RunOut.model_fields if name in _RUNS.c]
 _ASK = (
     update(_RUNS)
     .where(
-        Run.id
-        == select(Run.id)  # the oldest ready run, skipping those another ask is leasing now
-        .where(
-            Run.experiment_id == _EXPERIMENT,
-            Run.status == RunStatus.QUEUED,
-            or_(Run.not_before.is_(None), Run.not_before <= _NOW),
+        *runs.lease_conditions(
+            _EXPERIMENT,
+            _NOW,
+            select(Experiment.parallelism)  # NULL unless the key's, running and external
+            .where(
+                _OWNED,
+                Experiment.status == ExperimentStatus.RUNNING,
+                Experiment.executor == Executor.EXTERNAL,
+            )
+            .scalar_subquery(),
         )
-        .order_by(Run.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery(),
-        select(func.count())  # leased now, below the experiment's parallelism (NULL: not allowed)
-        .select_from(Run)
-        .where(Run.experiment_id == _EXPERIMENT, Run.status == RunStatus.RUNNING)
-        .scalar_subquery()
-        < select(Experiment.parallelism)
-        .where(
-            _OWNED,
-            Experiment.status == ExperimentStatus.RUNNING,
-            Experiment.executor == Executor.EXTERNAL,
-        )
-        .scalar_subquery(),
     )
-    .values(
-        status=RunStatus.RUNNING,
-        attempts=Run.attempts + 1,
-        worker=RunOrigin.EXTERNAL.value,
-        claim_token=bindparam("token"),
-        heartbeat_at=_NOW,
-        started_at=_NOW,
-        error=None,
-        lease_expires_at=bindparam("until"),
-    )
+    .values(**runs.leased(bindparam("token"), _NOW, bindparam("until")))
     .returning(*_RETURNED)
 )
 
 
-def _tell_statement(costs: dict[str, float], target_cost: float) -> Update:
+def _tell_statement(experiment: Experiment) -> Update:
     """running → succeeded for the lease's token; cost defaults to the run's fidelity's."""
     return (
         update(_RUNS)
         .where(
-            Run.id == bindparam("run_id"),
-            Run.experiment_id == _EXPERIMENT,
-            Run.status == RunStatus.RUNNING,
-            Run.claim_token == bindparam("token"),
-            Run.origin == RunOrigin.EXTERNAL,
+            *runs.result_conditions(bindparam("run_id"), _EXPERIMENT, bindparam("token"), RunOrigin.EXTERNAL),
             select(ApiKey.id).where(_OWNED).exists(),
         )
         .values(
-            status=RunStatus.SUCCEEDED,
-            losses=bindparam("losses"),
-            target_loss=bindparam("target_loss"),
-            cost=func.coalesce(bindparam("cost"), case(costs, value=Run.fidelity, else_=target_cost)),
-            wall_s=bindparam("wall_s"),
-            extra={},
-            finished_at=_NOW,
-            lease_expires_at=None,
+            **runs.succeeded(
+                losses=bindparam("losses"),
+                target_loss=bindparam("target_loss"),
+                cost=func.coalesce(bindparam("cost"), runs.fidelity_cost(experiment)),
+                wall_s=bindparam("wall_s"),
+                extra={},
+                now=_NOW,
+            )
         )
         .returning(*_RETURNED)
     )
@@ -139,16 +115,18 @@ class _Remembered:
     def learn(self, experiment: Experiment) -> None:
         if experiment.status in (ExperimentStatus.DRAFT, ExperimentStatus.PREPARING):
             return  # a clustering experiment's domains are not known yet
-        costs = {f.name: f.cost for f in experiment.fidelities}
-        facts = Facts(
-            experiment.created_at,
-            tuple(experiment.domain_names),
-            dict(experiment.target),
-            _tell_statement(costs, experiment.target_fidelity.cost),
-        )
         key = (get_settings().database_url, experiment.id)
         with self._lock:
-            self._facts[key] = facts
+            known = self._facts.get(key)
+        if known is None or known.created_at != experiment.created_at:  # else nothing new to learn
+            known = Facts(
+                experiment.created_at,
+                tuple(experiment.domain_names),
+                dict(experiment.target),
+                _tell_statement(experiment),
+            )
+        with self._lock:
+            self._facts[key] = known
             self._facts.move_to_end(key)
             while len(self._facts) > self.size:
                 self._facts.popitem(last=False)

@@ -136,12 +136,12 @@ def runs_csv(*, session: Session, experiment: Experiment, query: RunQuery) -> It
         after = rows[-1].id
 
 
-def _ready(now: datetime) -> ColumnElement[bool]:
+def _ready(now: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
     """Queued and past any retry backoff: a run that may be claimed now."""
     return and_(Run.status == RunStatus.QUEUED, or_(Run.not_before.is_(None), Run.not_before <= now))
 
 
-def _claimed(worker: str, token: str, now: datetime) -> dict[str, Any]:
+def _claimed(worker: str, token: Any, now: Any) -> dict[str, Any]:
     """The columns a claim sets, for a worker's run and a leased external run alike."""
     return {
         "status": RunStatus.RUNNING,
@@ -217,23 +217,18 @@ def complete(
     target_loss = result_target_loss(experiment.domain_names, experiment.target, losses)
     if not valid_id(run_id):
         return None
-    cond = [Run.id == run_id, Run.experiment_id == experiment.id, Run.status == RunStatus.RUNNING]
-    if token is not None:
-        cond.append(Run.claim_token == token)
-    if origin is not None:
-        cond.append(Run.origin == origin)
     run = session.scalars(
         update(Run)
-        .where(and_(*cond))
+        .where(*result_conditions(run_id, experiment.id, token, origin))
         .values(
-            status=RunStatus.SUCCEEDED,
-            losses=losses,
-            target_loss=target_loss,
-            cost=cost if cost is not None else _fidelity_cost(experiment),
-            wall_s=wall_s,
-            extra=extra or {},
-            finished_at=utcnow(),
-            lease_expires_at=None,
+            **succeeded(
+                losses=losses,
+                target_loss=target_loss,
+                cost=cost if cost is not None else fidelity_cost(experiment),
+                wall_s=wall_s,
+                extra=extra or {},
+                now=utcnow(),
+            )
         )
         .returning(Run),
         execution_options={"synchronize_session": False, "populate_existing": True},
@@ -241,6 +236,33 @@ def complete(
     if run is None:
         return None
     return Saved(run=run, nudge=request_plan(session, experiment.id))
+
+
+def result_conditions(run_id: Any, experiment_id: Any, token: Any, origin: RunOrigin | None) -> list[Any]:
+    """Which run takes a result: running, of this experiment, still under ``token``'s claim (if given)
+    and of ``origin`` (if given). Values or bind parameters (``ask_tell``'s prepared statement)."""
+    cond = [Run.id == run_id, Run.experiment_id == experiment_id, Run.status == RunStatus.RUNNING]
+    if token is not None:
+        cond.append(Run.claim_token == token)
+    if origin is not None:
+        cond.append(Run.origin == origin)
+    return cond
+
+
+def succeeded(
+    *, losses: Any, target_loss: Any, cost: Any, wall_s: Any, extra: Any, now: Any
+) -> dict[str, Any]:
+    """The columns a stored result sets (values or bind parameters)."""
+    return {
+        "status": RunStatus.SUCCEEDED,
+        "losses": losses,
+        "target_loss": target_loss,
+        "cost": cost,
+        "wall_s": wall_s,
+        "extra": extra,
+        "finished_at": now,
+        "lease_expires_at": None,
+    }
 
 
 def result_target_loss(names: Sequence[str], target: dict[str, float], losses: dict[str, float]) -> float:
@@ -273,7 +295,7 @@ class Saved:
     nudge: bool
 
 
-def _fidelity_cost(experiment: Experiment) -> ColumnElement[float]:
+def fidelity_cost(experiment: Experiment) -> ColumnElement[float]:
     """The run's fidelity's cost, as SQL (a run of an unknown fidelity costs a target-fidelity run)."""
     costs = {f.name: f.cost for f in experiment.fidelities}
     return case(costs, value=Run.fidelity, else_=experiment.target_fidelity.cost)
@@ -410,6 +432,22 @@ def ask(*, session: Session, experiment: Experiment, wait_s: float = 0.0) -> Run
 def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None:
     """One UPDATE … RETURNING: the oldest ready run of a running experiment, below the parallelism cap."""
     now = utcnow()
+    running = select(Experiment.id).where(
+        Experiment.id == experiment_id, Experiment.status == ExperimentStatus.RUNNING
+    )
+    return session.scalars(
+        update(Run)
+        .where(*lease_conditions(experiment_id, now, parallelism), running.exists())
+        .values(**leased(uuid.uuid4().hex, now, now + timedelta(seconds=get_settings().lease_s)))
+        .returning(Run),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
+
+
+def lease_conditions(experiment_id: Any, now: Any, limit: Any) -> tuple[ColumnElement[bool], ...]:
+    """Which run an ask leases: the experiment's oldest ready one, skipping those another ask is leasing
+    now, while fewer than ``limit`` of its runs are leased (a NULL limit leases nothing). Values or bind
+    parameters (``ask_tell``'s prepared statement)."""
     oldest_ready = (
         select(Run.id)
         .where(Run.experiment_id == experiment_id, _ready(now))
@@ -418,25 +456,18 @@ def _lease(session: Session, experiment_id: int, parallelism: int) -> Run | None
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    leased = (
+    running = (
         select(func.count())
         .select_from(Run)
         .where(Run.experiment_id == experiment_id, Run.status == RunStatus.RUNNING)
         .scalar_subquery()
     )
-    running = select(Experiment.id).where(
-        Experiment.id == experiment_id, Experiment.status == ExperimentStatus.RUNNING
-    )
-    return session.scalars(
-        update(Run)
-        .where(Run.id == oldest_ready, leased < parallelism, running.exists())
-        .values(
-            **_claimed(RunOrigin.EXTERNAL.value, uuid.uuid4().hex, now),
-            lease_expires_at=now + timedelta(seconds=get_settings().lease_s),
-        )
-        .returning(Run),
-        execution_options={"synchronize_session": False, "populate_existing": True},
-    ).one_or_none()
+    return Run.id == oldest_ready, running < limit
+
+
+def leased(token: Any, now: Any, until: Any) -> dict[str, Any]:
+    """The columns a lease sets: a claim by the external pipeline, until ``until``."""
+    return {**_claimed(RunOrigin.EXTERNAL.value, token, now), "lease_expires_at": until}
 
 
 def extend_lease(
