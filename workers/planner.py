@@ -82,25 +82,26 @@ def plan(experiment_id: int, job: PlanJob) -> int:
 def _min_interval(claim: planning.Claim, settings: Settings) -> float:
     """Seconds from one pass's end to the next's start. A refit also waits as long as it last took: at
     most half a planner's time goes to interim recommendations (progress reports, however often the
-    history grows), the rest to proposals, which keep clients and workers busy. Proposals do not wait
-    when none is left to hand out: then clients (or workers) are waiting for this very pass."""
+    history grows), the rest to proposals, which keep clients and workers busy."""
     if claim.job == PlanJob.REFIT:
         return max(settings.planner_min_interval_s, claim.last_duration_s)
-    with session_scope() as session:
-        if not planning.has_queued(session, claim.experiment_id):
-            return 0.0
     return settings.planner_min_interval_s
 
 
 def _paced(claim: planning.Claim, min_interval_s: float) -> planning.Claim:
     """Start the pass no sooner than ``min_interval_s`` after the previous one ended, holding the lease
     meanwhile, and cover every request made by then: a stream of tells costs a few passes a second,
-    not one pass (and several full-history queries) per tell."""
+    not one pass (and several full-history queries) per tell. Proposals do not wait when none is left
+    to hand out: then clients (or workers) are waiting for this very pass."""
     if claim.last_pass_at is None:
         return claim
     wait = min_interval_s - (utcnow() - claim.last_pass_at).total_seconds()
     if wait <= 0:
         return claim
+    if claim.job == PlanJob.PROPOSE:
+        with session_scope() as session:
+            if not planning.has_queued(session, claim.experiment_id):
+                return claim
     time.sleep(wait)
     with session_scope() as session:
         return planning.covering_newest(session, claim)
