@@ -157,17 +157,13 @@ def machine_cpu_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuMeter:
-    """CPU seconds per role over a phase: where the ask+tell pairs' cost goes."""
-
-    def __init__(self, groups: dict[str, set[int]]) -> None:
-        self.groups = groups
-
-    def sample(self) -> dict[str, float]:
-        used = {role: group_cpu_s(ids) for role, ids in self.groups.items()}
-        used["load generator"] = time.process_time()
-        used["machine"] = machine_cpu_s()
-        return used
+def cpu_s(groups: dict[str, set[int]]) -> dict[str, float]:
+    """CPU seconds so far per role (process groups, this load generator, the whole machine): two
+    samples bracket a phase to show where the ask+tell pairs' cost goes."""
+    used = {role: group_cpu_s(ids) for role, ids in groups.items()}
+    used["load generator"] = time.process_time()
+    used["machine"] = machine_cpu_s()
+    return used
 
 
 class Stats:
@@ -300,12 +296,17 @@ async def reads(
 
 
 def phase(
-    url: str, headers: dict[str, str], base: str, args: argparse.Namespace, label: str, cpu: CpuMeter
+    url: str,
+    headers: dict[str, str],
+    base: str,
+    args: argparse.Namespace,
+    label: str,
+    groups: dict[str, set[int]],
 ) -> Stats:
     stats = Stats()
-    before, t = cpu.sample(), time.perf_counter()
+    before, t = cpu_s(groups), time.perf_counter()
     n = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats))
-    elapsed, after = time.perf_counter() - t, cpu.sample()
+    elapsed, after = time.perf_counter() - t, cpu_s(groups)
     stats.pairs_per_s = n / elapsed
     used = {role: after[role] - before[role] for role in after}
     used["the rest (Postgres, Redis, kernel)"] = used["machine"] - sum(
@@ -389,14 +390,13 @@ def main() -> None:
             processes(env, args.sqlite, port, Path(tmp) / "server.log", workers) as groups,
             httpx.Client(base_url=url, headers=headers, timeout=60) as api,
         ):
-            cpu = CpuMeter(groups)
             big = make_experiment(api, strategy, args.runs, seed=0)
             import_to_rec = import_runs(api, big, args.runs, seed=0)
             print(f"  recommendation stored {import_to_rec:.1f} s after the import", file=sys.stderr)
-            at_10k = phase(url, headers, big, args, f"{args.runs} runs", cpu)
+            at_10k = phase(url, headers, big, args, f"{args.runs} runs", groups)
             small = make_experiment(api, strategy, 100, seed=1)
             import_runs(api, small, 100, seed=1)
-            at_100 = phase(url, headers, small, args, "100 runs", cpu)
+            at_100 = phase(url, headers, small, args, "100 runs", groups)
 
     ratio = max(at_10k.pct(k, 99) / at_100.pct(k, 99) for k in ("ask", "tell"))
     errors = at_10k.counts["errors"] + at_100.counts["errors"]
