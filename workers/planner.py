@@ -215,30 +215,39 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
 
 @dataclass(frozen=True)
 class Fitted:
-    """A recommendation as the planner stores it: with the fit plot, its warnings and the runs it saw."""
+    """A recommendation as the planner stores it: with its warnings, the runs it saw, and the regressor
+    the dashboard's fit plot should cross-validate."""
 
     rec: StrategyRecommendation
-    fit: dict[str, Any]
     warnings: list[TrustWarning]
     n_runs: int
+    model: str | None
 
 
 def _recommendation(experiment_id: int) -> Fitted:
-    """Fit the strategy's recommendation, check it, and fit the dashboard's fit plot on the newest
-    history (no transaction open while fitting)."""
+    """Fit the strategy's recommendation on the newest history and check it (no transaction open while
+    fitting)."""
     with session_scope() as session:
         experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
         space = planning.build_space(experiment)
         hist = _history.read(session, experiment)
         strategy = _strategy(experiment)
-        rows = fit_plot.target_rows(session, experiment)
         model = experiment.strategy_params.get("model")
     rec = strategy.recommend(space, hist)
     chosen = rec.diagnostics.get("model")  # the regressor "auto" picked, if the strategy says
     model = chosen if isinstance(chosen, str) else model
-    fit = fit_plot.fit_quality(rows, space.target_fidelity.name, model).model_dump()
-    return Fitted(rec, fit, trust.check(space, hist, rec), len(hist))
+    return Fitted(rec, trust.check(space, hist, rec), len(hist), model)
+
+
+def _fit_plot(experiment_id: int, model: str | None) -> dict[str, Any]:
+    """The dashboard's fit plot over the latest runs (no transaction open while fitting)."""
+    with session_scope() as session:
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        rows = fit_plot.target_rows(session, experiment)
+        fidelity = experiment.target_fidelity.name
+    return fit_plot.fit_quality(rows, fidelity, model).model_dump()
 
 
 def _finish(claim: planning.Claim) -> None:
@@ -252,6 +261,7 @@ def _finish(claim: planning.Claim) -> None:
                 session, claim.experiment_id, f"final recommendation failed: {type(e).__name__}: {e}"
             )
         return
+    fit = _fit_plot(claim.experiment_id, fitted.model)  # before DONE: a finished experiment has its plot
     with session_scope() as session:
         experiment = planning.lock_running(session, claim.experiment_id)
         if experiment is None:
@@ -259,7 +269,7 @@ def _finish(claim: planning.Claim) -> None:
         counts = planning.run_counts(session, experiment.id)
         if counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0):
             return  # a run was retried meanwhile: not finished after all
-        _save(session, experiment, fitted, final=True)
+        _save(session, experiment, fitted, final=True, fit=fit)
         planning.finish(session, experiment, ExperimentStatus.DONE)
 
 
@@ -279,21 +289,28 @@ def _refit(claim: planning.Claim, settings: Settings) -> PassResult:
         return PassResult(error=f"interim refit failed: {type(e).__name__}: {e}")
     with session_scope() as session:
         experiment = planning.lock_running(session, claim.experiment_id)
-        if experiment is not None and planning.holds_lease(session, claim):
-            _save(session, experiment, fitted, final=False)
+        if experiment is None or not planning.holds_lease(session, claim):
+            return PassResult()
+        rec_id = _save(session, experiment, fitted, final=False)
+    # Stored first, plotted after: users polling the recommendation need not wait for the plot.
+    fit = _fit_plot(claim.experiment_id, fitted.model)
+    with session_scope() as session:
+        planning.attach_fit_plot(session, rec_id, fit)
     return PassResult()
 
 
-def _save(session: Session, experiment: Experiment, fitted: Fitted, final: bool) -> None:
-    planning.save_recommendation(
+def _save(
+    session: Session, experiment: Experiment, fitted: Fitted, final: bool, fit: dict[str, Any] | None = None
+) -> int:
+    return planning.save_recommendation(
         session,
         experiment,
         fitted.rec,
         n_runs=fitted.n_runs,
         final=final,
-        fit=fitted.fit,
+        fit=fit,
         warnings=fitted.warnings,
-    )
+    ).id
 
 
 _PASSES = {PlanJob.PROPOSE: _propose, PlanJob.REFIT: _refit}

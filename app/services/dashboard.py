@@ -137,6 +137,10 @@ def _best_steps(at_target: list[tuple[int, float]]) -> tuple[list[int], list[flo
     return order, best
 
 
+# The recommendation is stored before its fit plot is drawn (workers/planner._refit).
+FIT_DRAWING = "the planner is drawing the fit plot of this recommendation"
+
+
 class _PlotCache:
     """Dashboards by version, per process: the plots change only when a run succeeds, the planner stores a
     recommendation or an online session updates, so a page polled by many viewers at a 10,000-run history
@@ -166,9 +170,10 @@ class _PlotCache:
                     self._drawing.pop(key, None)
                 raise
             with self._lock:  # cached and no longer drawing in one step: no gap for a second draw
-                self._items[key] = value
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
+                if value.fit.note != FIT_DRAWING:  # the planner attaches it to the same row: not cached
+                    self._items[key] = value
+                    while len(self._items) > self._size:
+                        self._items.popitem(last=False)
                 self._drawing.pop(key, None)
         return value
 
@@ -258,8 +263,10 @@ def _history(plotted: Plotted, fidelities: list[str]) -> History:
 
 def _stored_fit(rec: Recommendation | None, fidelity: str) -> FitQuality:
     """The fit plot the planner stored with the latest recommendation (requests never fit)."""
-    if rec is None or not rec.fit:
-        return FitQuality(fidelity=fidelity, note="the fit plot appears with the next recommendation")
+    if rec is None:
+        return FitQuality(fidelity=fidelity, note="the fit plot appears with the first recommendation")
+    if not rec.fit:
+        return FitQuality(fidelity=fidelity, note=FIT_DRAWING)
     return FitQuality.model_validate(rec.fit)
 
 

@@ -387,6 +387,12 @@ def save_recommendation(
     return row
 
 
+
+def attach_fit_plot(session: Session, recommendation_id: int, fit: dict[str, Any]) -> None:
+    """Store the dashboard's fit plot on a recommendation saved before it was drawn."""
+    session.execute(update(Recommendation).where(Recommendation.id == recommendation_id).values(fit=fit))
+
+
 def finish(
     session: Session, experiment: Experiment, status: ExperimentStatus, error: str | None = None
 ) -> None:

@@ -100,6 +100,26 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}{tails}")
 
 
+def planner_idle(experiment_id: int) -> bool:
+    """No planning requested and none in progress: what the planner stores (recommendation, then its fit
+    plot) is all there, and nothing new is on its way."""
+    from sqlalchemy import func, or_, select
+
+    from app.core.db import session_scope
+    from app.models import PlannerJob
+
+    with session_scope() as session:
+        busy = session.scalar(
+            select(func.count())
+            .select_from(PlannerJob)
+            .where(
+                PlannerJob.experiment_id == experiment_id,
+                or_(PlannerJob.requested > PlannerJob.done, PlannerJob.lease_token.is_not(None)),
+            )
+        )
+    return busy == 0
+
+
 class MixlabProcess:
     """A `mixlab` command (``worker``, ``beat``) in its own process group, so a kill takes its children."""
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from scipy.stats import spearmanr
 
-from tests.integration.helpers import error_code, external_spec, fake_losses, wait_for
+from tests.integration.helpers import error_code, external_spec, fake_losses, planner_idle, wait_for
 
 DOMAINS = ("web", "code", "law")
 ONLINE_STEPS = (10, 20, 30)
@@ -68,7 +68,11 @@ def populate(
         )
         if not finish:
             break
-    wait_for(lambda: client.get(f"{base}/recommendation", headers=auth).status_code == 200, "a refit")
+    wait_for(
+        lambda: client.get(f"{base}/recommendation", headers=auth).status_code == 200
+        and planner_idle(exp["id"]),
+        "a refit and its fit plot",
+    )
     online = f"{base}/online-sessions"
     sid = client.post(online, json={"strategy": "doremi"}, headers=auth).json()["id"]
     for step in ONLINE_STEPS:

@@ -168,6 +168,38 @@ def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(s
     assert fit is not None and fit["fidelity"] == "big" and "needs 5" in fit["note"]
 
 
+
+def test_a_refit_stores_the_recommendation_before_its_fit_plot(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Users polling the recommendation do not wait for the dashboard's plot; the dashboard shows the
+    plot as "being drawn" meanwhile, and does not keep that answer once the plot is attached."""
+    from app.core.db import session_scope
+    from app.models import Experiment
+    from app.services.dashboard import FIT_DRAWING, dashboard
+    from app.status import PlanJob
+    from workers import planner
+
+    def fit_note(experiment_id: int) -> tuple[bool, str | None]:
+        with session_scope() as session:
+            d = dashboard(session=session, experiment=session.get(Experiment, experiment_id))
+            return d.mixture is not None, d.fit.note
+
+    exp_id = _experiment(budget=6, parallelism=2)
+    planner.plan(exp_id, PlanJob.PROPOSE)
+    for _ in range(2):
+        _tell(exp_id, *_ask(exp_id))
+    seen = []
+    draw = planner._fit_plot
+
+    def watched(experiment_id: int, model: str | None) -> dict[str, Any]:
+        seen.append(fit_note(experiment_id))
+        return draw(experiment_id, model)
+
+    monkeypatch.setattr(planner, "_fit_plot", watched)
+    planner.plan(exp_id, PlanJob.REFIT)
+    assert seen == [(True, FIT_DRAWING)]  # the recommendation was already there, its plot not yet
+    recommended, note = fit_note(exp_id)
+    assert recommended and note is not None and "needs 5" in note  # the attached plot, not the cached note
+
 def test_a_failing_strategy_fails_the_experiment_and_keeps_every_result(settings_env) -> None:  # type: ignore[no-untyped-def]
     from app.core.db import session_scope
     from app.models import Experiment, Run
