@@ -54,10 +54,20 @@ PARALLEL_PREDICT_ROWS = 256  # below this, one thread: splitting costs more than
 
 
 def _in_threads(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run independent fits (or prediction chunks) on every core, one BLAS thread each."""
     if THREADS == 1 or len(jobs) == 1:
         return [job() for job in jobs]
-    with ThreadPoolExecutor(max_workers=min(THREADS, len(jobs))) as pool:
+    with _one_blas_thread(), ThreadPoolExecutor(max_workers=min(THREADS, len(jobs))) as pool:
         return list(pool.map(lambda job: job(), jobs))
+
+
+def _one_blas_thread() -> Any:
+    """BLAS on one thread: the GP's matrices (at most ``GP_MAX_ROWS`` rows) are too small for threaded
+    BLAS to pay, and the fits already run in parallel threads. Left to itself, OpenBLAS spread each
+    factorisation over every core, and parallel fits fought over them: more CPU, no speed-up."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def seeded_subset(n: int, k: int, seed: int) -> np.ndarray:
@@ -181,7 +191,8 @@ def _gp(
         n_restarts_optimizer=int(params.get("restarts", 0)),
         random_state=seed,
     )
-    return OnSqrtWeights(gp.fit(np.sqrt(X[rows]), y[rows]))
+    with _one_blas_thread():
+        return OnSqrtWeights(gp.fit(np.sqrt(X[rows]), y[rows]))
 
 
 def _ensemble(

@@ -152,9 +152,15 @@ class _PlotCache:
         self._items: OrderedDict[tuple[Any, ...], Dashboard] = OrderedDict()
         self._drawing: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def get_or_draw(self, key: tuple[Any, ...], draw: Callable[[], Dashboard]) -> Dashboard:
+    def get_or_draw(
+        self,
+        key: tuple[Any, ...],
+        draw: Callable[[], Dashboard],
+        keep: Callable[[Dashboard], bool] = lambda _: True,
+    ) -> Dashboard:
         """The cached plots, or ``draw()``'s, drawn once however many viewers ask at the same moment
-        (a new recommendation makes every open page miss the cache together)."""
+        (a new recommendation makes every open page miss the cache together); kept for the next viewers
+        only where ``keep(plots)``."""
         with self._lock:
             if (hit := self._hit(key)) is not None:
                 return hit
@@ -170,7 +176,7 @@ class _PlotCache:
                     self._drawing.pop(key, None)
                 raise
             with self._lock:  # cached and no longer drawing in one step: no gap for a second draw
-                if value.fit.note != FIT_DRAWING:  # the planner attaches it to the same row: not cached
+                if keep(value):
                     self._items[key] = value
                     while len(self._items) > self._size:
                         self._items.popitem(last=False)
@@ -207,7 +213,10 @@ def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     rec = latest_recommendation(session=session, experiment=experiment)
     key = _version(session, experiment, rec)
     current = summary(session, experiment)
-    cached = _plots.get_or_draw(key, lambda: _draw(session, experiment, rec, current))
+    # A fit plot still being drawn is attached to the same recommendation row later: not kept.
+    cached = _plots.get_or_draw(
+        key, lambda: _draw(session, experiment, rec, current), keep=lambda d: d.fit.note != FIT_DRAWING
+    )
     return cached.model_copy(update={"experiment": current})
 
 
