@@ -142,21 +142,21 @@ def _strategy(experiment: Experiment) -> Strategy:
     return get_strategy(experiment.strategy, **experiment.strategy_params)
 
 
-def next_queue_target(previous: int, ready: int, executor: str, settings: Settings) -> int:
+def next_queue_target(previous: int, ready: int, leased: int, executor: str, settings: Settings) -> int:
     """How many proposed runs to keep ready beyond ``parallelism`` (external experiments only).
 
-    Doubles when clients (nearly) drained the ready runs since the last pass, shrinks slowly while more
-    than half were left over: at 10 asks a second a fit of 2 s needs ~20 runs ready, at real training
-    speeds 2.
+    Twice what clients leased over the last planning period (the previous pass and the wait since), so
+    about a period's worth is still ready when the next pass lands: at 150 asks a second and a pass every
+    0.4 s that is ~120, at real training speeds the floor of 2. Drained (a quarter or less left), asks were
+    waiting and ``leased`` understates demand: at least double. Shrinks by at most a quarter a pass.
     """
     if executor != Executor.EXTERNAL:
         return 0
     low, high = settings.planner_lookahead, settings.planner_max_lookahead
+    wanted = max(2 * leased, previous * 3 // 4)
     if ready <= previous // 4:
-        return min(high, max(low, 2 * previous))
-    if ready > previous // 2:
-        return max(low, previous * 3 // 4)
-    return max(low, previous)
+        wanted = max(wanted, 2 * previous)
+    return min(high, max(low, wanted))
 
 
 def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
@@ -169,8 +169,10 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
             failed = counts[RunStatus.FAILED]
             planning.fail_experiment(session, experiment.id, f"{failed} runs failed; see their errors")
             return PassResult()
+        period_start = claim.period_start()
+        leased = planning.leased_since(session, experiment.id, period_start) if period_start else 0
         target = next_queue_target(
-            claim.queue_target, counts.get(RunStatus.QUEUED, 0), experiment.executor, settings
+            claim.queue_target, counts.get(RunStatus.QUEUED, 0), leased, experiment.executor, settings
         )
         live = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
         slots = experiment.parallelism + target - live

@@ -88,6 +88,10 @@ class Claim:
     last_pass_at: datetime | None = None  # when the previous pass ended (None before the first)
     last_duration_s: float = 0.0  # how long the previous pass took
 
+    def period_start(self) -> datetime | None:
+        """When the previous pass started: this pass plans for a period as long as the one since."""
+        return None if self.last_pass_at is None else self.last_pass_at - timedelta(seconds=self.last_duration_s)
+
 
 def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float) -> Claim | None:
     """Take the job's lease if a pass is due and nobody holds it (one conditional UPDATE)."""
@@ -289,6 +293,18 @@ def has_queued(session: Session, experiment_id: int) -> bool:
         Run.experiment_id == experiment_id, Run.status == RunStatus.QUEUED, search_run()
     )
     return bool(session.scalar(queued.exists().select()))
+
+
+def leased_since(session: Session, experiment_id: int, since: datetime) -> int:
+    """How many search runs were leased or claimed since ``since`` (retried runs count again)."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                Run.experiment_id == experiment_id, Run.started_at >= since, search_run()
+            )
+        )
+        or 0
+    )
 
 
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:

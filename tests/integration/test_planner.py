@@ -169,6 +169,19 @@ def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(s
 
 
 
+
+def test_the_look_ahead_follows_the_asks_of_the_last_period(settings_env) -> None:  # type: ignore[no-untyped-def]
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    exp_id = _experiment(budget=40, parallelism=2)
+    plan(exp_id, PlanJob.PROPOSE)
+    assert _job(exp_id).queue_target == 2  # the floor: nobody has asked yet
+    for _ in range(3):
+        _tell(exp_id, *_ask(exp_id))
+    plan(exp_id, PlanJob.PROPOSE)
+    assert _job(exp_id).queue_target == 6  # 3 leased since the previous pass started, twice over
+
 def test_a_refit_stores_the_recommendation_before_its_fit_plot(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Users polling the recommendation do not wait for the dashboard's plot; the dashboard shows the
     plot as "being drawn" meanwhile, and does not keep that answer once the plot is attached."""
