@@ -90,7 +90,9 @@ class Claim:
 
     def period_start(self) -> datetime | None:
         """When the previous pass started: this pass plans for a period as long as the one since."""
-        return None if self.last_pass_at is None else self.last_pass_at - timedelta(seconds=self.last_duration_s)
+        if self.last_pass_at is None:
+            return None
+        return self.last_pass_at - timedelta(seconds=self.last_duration_s)
 
 
 def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float) -> Claim | None:
