@@ -297,6 +297,9 @@ class PlannerJob(Base):
     job: Mapped[str] = mapped_column(String(16), primary_key=True)  # a PlanJob
     requested: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
+    # The newest request a claim covers (``done`` once its pass ends): above it, a request waits for a
+    # planner, and a tell need not add one (``planning.request_plan_after``).
+    claimed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
     queue_target: Mapped[int] = mapped_column(Integer, default=0)  # proposals kept ready (look-ahead)

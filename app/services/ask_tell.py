@@ -31,7 +31,7 @@ from app.schemas import AskOut, ResultIn, RunOut
 from app.services import runs
 from app.services.dispatch import dispatcher
 from app.services.experiments import experiment_for_key
-from app.services.planning import request_plan
+from app.services.planning import request_plan_after
 from app.status import Executor, ExperimentStatus, RunOrigin
 
 _NOW: BindParameter[Any] = bindparam("now")
@@ -181,7 +181,8 @@ def _tell(key: str, experiment_id: int, run_id: int, result: ResultIn) -> tuple[
             }
             row = session.execute(facts.tell, params).first()
             if row is not None:
-                return _run_out(facts.names, row), request_plan(session, experiment_id)
+                session.commit()  # the result is stored before any planning is asked for
+                return _run_out(facts.names, row), request_plan_after(session, experiment_id)
         experiment = _general(session, key, experiment_id)
         saved = runs.complete(
             session=session,

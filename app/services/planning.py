@@ -76,6 +76,21 @@ def request_plan(session: Session, experiment_id: int) -> bool:
     return any(until is None or until < now for until in leases)  # as ``_free``
 
 
+def request_plan_after(session: Session, experiment_id: int) -> bool:
+    """``request_plan`` for a change already committed (a tell's result), without writing when every job
+    already has a request no planner has claimed yet: that planner's claim comes after this read, hence
+    after the commit, so its pass sees the change. Under a stream of tells most of them only read,
+    instead of queueing on the job rows' lock through each other's commits."""
+    waiting = session.scalar(
+        select(func.count()).where(
+            PlannerJob.experiment_id == experiment_id, PlannerJob.requested > PlannerJob.claimed
+        )
+    )
+    if waiting == len(PlanJob):
+        return False  # whoever made those requests nudged the planners
+    return request_plan(session, experiment_id)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A planner's lease on one job of one experiment, covering requests up to ``generation``."""
@@ -106,7 +121,7 @@ def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float
             PlannerJob.requested > PlannerJob.done,
             _free(now),
         )
-        .values(lease_token=token, lease_until=now + timedelta(seconds=lease_s))
+        .values(lease_token=token, lease_until=now + timedelta(seconds=lease_s), claimed=PlannerJob.requested)
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -116,7 +131,7 @@ def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float
         experiment_id,
         job,
         token,
-        row.requested,
+        row.claimed,
         row.queue_target,
         row.updated_at if row.passes else None,
         row.last_duration_s or 0.0,
@@ -126,7 +141,12 @@ def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float
 def covering_newest(session: Session, claim: Claim) -> Claim:
     """The claim, extended to the requests that arrived since it was taken (the lease kept them from
     nudging another planner, so this pass must cover them)."""
-    requested = session.scalar(select(PlannerJob.requested).where(_held(claim)))
+    requested = session.scalar(
+        update(PlannerJob)
+        .where(_held(claim))
+        .values(claimed=PlannerJob.requested)
+        .returning(PlannerJob.requested)
+    )
     return replace(claim, generation=requested) if requested is not None else claim
 
 

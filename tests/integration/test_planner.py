@@ -16,17 +16,22 @@ from tests.integration.helpers import error_code, external_spec, fake_losses
 
 
 def _experiment(**over: Any) -> int:
+    return _keyed_experiment(**over)[1]
+
+
+def _keyed_experiment(**over: Any) -> tuple[str, int]:
+    """A running external experiment: (its project's API key, its id)."""
     from app.core.db import session_scope
     from app.schemas import ExperimentCreate
     from app.services.experiments import create_experiment, start_experiment
     from app.services.projects import create_project
 
     with session_scope() as session:
-        project, _ = create_project(session=session, name=f"planner-{uuid.uuid4().hex[:12]}")
+        project, key = create_project(session=session, name=f"planner-{uuid.uuid4().hex[:12]}")
         spec = ExperimentCreate.model_validate(external_spec(**over))
         experiment = create_experiment(session=session, project_id=project.id, spec=spec)
         start_experiment(session=session, experiment=experiment)
-        return experiment.id
+        return key, experiment.id
 
 
 def _job(experiment_id: int, job: str = "propose") -> Any:
@@ -181,6 +186,41 @@ def test_the_look_ahead_follows_the_asks_of_the_last_period(settings_env) -> Non
         _tell(exp_id, *_ask(exp_id))
     plan(exp_id, PlanJob.PROPOSE)
     assert _job(exp_id).queue_target == 6  # 3 leased since the previous pass started, twice over
+
+
+def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> None:  # type: ignore[no-untyped-def]
+    """Tells in a stream only read the job rows while a request waits unclaimed (no queueing on their
+    lock), and the pass that claims it sees every result told before; once claimed, a tell asks again."""
+    from app.core.db import session_scope
+    from app.models import Run
+    from app.schemas import ResultIn
+    from app.services import ask_tell
+    from app.status import PlanJob
+    from workers.planner import plan
+
+    key, exp_id = _keyed_experiment(budget=12, parallelism=3)
+    plan(exp_id, PlanJob.PROPOSE)
+    leased = [ask_tell.ask(key=key, experiment_id=exp_id, wait_s=0) for _ in range(3)]
+
+    def tell(i: int) -> None:
+        run, token = leased[i].run, leased[i].lease_token
+        result = ResultIn(lease_token=token, losses=fake_losses(run.weights))
+        ask_tell.tell(key=key, experiment_id=exp_id, run_id=run.id, result=result)
+
+    def requested() -> list[int]:
+        return [_job(exp_id, job).requested for job in PlanJob]
+
+    before = requested()
+    tell(0)
+    assert requested() == [r + 1 for r in before]
+    tell(1)
+    assert requested() == [r + 1 for r in before]  # a request already waits: nothing written
+    plan(exp_id, PlanJob.PROPOSE)
+    with session_scope() as session:
+        planned_on = session.scalars(select(Run.planned_on).where(Run.experiment_id == exp_id)).all()
+    assert max(planned_on) == 2  # the pass saw both results
+    tell(2)
+    assert requested()[0] == before[0] + 2  # that request was claimed: this tell makes a new one
 
 def test_a_refit_stores_the_recommendation_before_its_fit_plot(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Users polling the recommendation do not wait for the dashboard's plot; the dashboard shows the
