@@ -145,15 +145,16 @@ def _strategy(experiment: Experiment) -> Strategy:
 def next_queue_target(previous: int, ready: int, leased: int, executor: str, settings: Settings) -> int:
     """How many proposed runs to keep ready beyond ``parallelism`` (external experiments only).
 
-    Twice what clients leased over the last planning period (the previous pass and the wait since), so
-    about a period's worth is still ready when the next pass lands: at 150 asks a second and a pass every
-    0.4 s that is ~120, at real training speeds the floor of 2. Drained (a quarter or less left), asks were
-    waiting and ``leased`` understates demand: at least double. Shrinks by at most a quarter a pass.
+    Three times what clients leased over the last planning period (the previous pass and the wait since):
+    what is still ready when the next pass starts must last through that pass too, which may be longer
+    than the last one (a bigger batch to propose). At 200 asks a second and a pass every 0.4 s that is
+    ~240; at real training speeds the floor of 2. Drained (a quarter or less left), asks were waiting and
+    ``leased`` understates demand: at least double. Shrinks by at most a quarter a pass.
     """
     if executor != Executor.EXTERNAL:
         return 0
     low, high = settings.planner_lookahead, settings.planner_max_lookahead
-    wanted = max(2 * leased, previous * 3 // 4)
+    wanted = max(3 * leased, previous * 3 // 4)
     if ready <= previous // 4:
         wanted = max(wanted, 2 * previous)
     return min(high, max(low, wanted))

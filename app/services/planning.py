@@ -318,11 +318,15 @@ def has_queued(session: Session, experiment_id: int) -> bool:
 
 
 def leased_since(session: Session, experiment_id: int, since: datetime) -> int:
-    """How many search runs were leased or claimed since ``since`` (retried runs count again)."""
+    """How many search runs were leased or claimed since ``since`` (retried runs count again; imported
+    runs, finished on arrival, do not)."""
     return int(
         session.scalar(
             select(func.count()).where(
-                Run.experiment_id == experiment_id, Run.started_at >= since, search_run()
+                Run.experiment_id == experiment_id,
+                Run.started_at >= since,
+                Run.origin != RunOrigin.IMPORT,
+                search_run(),
             )
         )
         or 0

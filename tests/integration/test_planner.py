@@ -179,13 +179,22 @@ def test_the_look_ahead_follows_the_asks_of_the_last_period(settings_env) -> Non
     from app.status import PlanJob
     from workers.planner import plan
 
+    from app.core.db import session_scope
+    from app.models import Experiment
+    from app.schemas import ImportedRun
+    from app.services.runs import import_runs
+
     exp_id = _experiment(budget=40, parallelism=2)
     plan(exp_id, PlanJob.PROPOSE)
     assert _job(exp_id).queue_target == 2  # the floor: nobody has asked yet
     for _ in range(3):
         _tell(exp_id, *_ask(exp_id))
+    weights = {"web": 0.5, "code": 0.3, "law": 0.2}
+    with session_scope() as session:  # finished on arrival: not leased, not counted
+        imported = [ImportedRun(weights=weights, losses=fake_losses(weights))] * 5
+        import_runs(session=session, experiment=session.get(Experiment, exp_id), runs=imported)
     plan(exp_id, PlanJob.PROPOSE)
-    assert _job(exp_id).queue_target == 6  # 3 leased since the previous pass started, twice over
+    assert _job(exp_id).queue_target == 9  # 3 leased since the previous pass started, three times over
 
 
 def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> None:  # type: ignore[no-untyped-def]
