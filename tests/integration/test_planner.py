@@ -176,13 +176,12 @@ def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(s
 
 
 def test_the_look_ahead_follows_the_asks_of_the_last_period(settings_env) -> None:  # type: ignore[no-untyped-def]
-    from app.status import PlanJob
-    from workers.planner import plan
-
     from app.core.db import session_scope
     from app.models import Experiment
     from app.schemas import ImportedRun
     from app.services.runs import import_runs
+    from app.status import PlanJob
+    from workers.planner import plan
 
     exp_id = _experiment(budget=40, parallelism=2)
     plan(exp_id, PlanJob.PROPOSE)
