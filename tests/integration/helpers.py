@@ -144,8 +144,10 @@ class MixlabProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        """A warm shutdown: the main process alone gets SIGTERM, so a Celery worker finishes the task in
+        hand (a signal to the whole group would kill its pool child mid-task and log a lost worker)."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.terminate()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
