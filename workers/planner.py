@@ -16,6 +16,7 @@ interim refit error is only recorded), and a database outage leaves the lease to
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -142,22 +143,33 @@ def _strategy(experiment: Experiment) -> Strategy:
     return get_strategy(experiment.strategy, **experiment.strategy_params)
 
 
-def next_queue_target(previous: int, ready: int, leased: int, executor: str, settings: Settings) -> int:
+def next_queue_target(previous: int, ready: int, per_cycle: float, executor: str, settings: Settings) -> int:
     """How many proposed runs to keep ready beyond ``parallelism`` (external experiments only).
 
-    Three times what clients leased over the last planning period (the previous pass and the wait since):
-    what is still ready when the next pass starts must last through that pass too, which may be longer
-    than the last one (a bigger batch to propose). At 200 asks a second and a pass every 0.4 s that is
-    ~240; at real training speeds the floor of 2. Drained (a quarter or less left), asks were waiting and
-    ``leased`` understates demand: at least double. Shrinks by at most a quarter a pass.
+    ``per_cycle`` is how many runs clients will lease while the planner makes one more pass (see
+    ``_asks_per_cycle``); three times that is kept ready, so what is left when a pass starts lasts
+    through it even when it takes longer than the last one (a bigger batch to propose). Fast clients get
+    a deep queue, clients that train for minutes the floor of 2: proposals planned ahead are planned on
+    an older history. Drained (a quarter or less left), at least double. Shrinks by at most a quarter a
+    pass.
     """
     if executor != Executor.EXTERNAL:
         return 0
     low, high = settings.planner_lookahead, settings.planner_max_lookahead
-    wanted = max(3 * leased, previous * 3 // 4)
+    wanted = max(math.ceil(3 * per_cycle), previous * 3 // 4)
     if ready <= previous // 4:
         wanted = max(wanted, 2 * previous)
     return min(high, max(low, wanted))
+
+
+def _asks_per_cycle(clients: int, run_s: float | None, claim: planning.Claim, settings: Settings) -> float:
+    """Little's law: ``clients`` (at most ``parallelism`` hold a lease at once) that each take ``run_s``
+    from lease to result lease clients / run_s runs a second; a planning cycle is a pass (as long as the
+    last one) and the pacing. The leases out at one moment would be a noisier count of clients."""
+    if run_s is None:
+        return 0.0  # no result yet: the floor, and the drained rule if clients are fast
+    run_s = max(run_s, 1e-3)
+    return clients * (claim.last_duration_s + settings.planner_min_interval_s) / run_s
 
 
 def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
@@ -170,10 +182,12 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
             failed = counts[RunStatus.FAILED]
             planning.fail_experiment(session, experiment.id, f"{failed} runs failed; see their errors")
             return PassResult()
-        period_start = claim.period_start()
-        leased = planning.leased_since(session, experiment.id, period_start) if period_start else 0
+        per_cycle = 0.0
+        if experiment.executor == Executor.EXTERNAL:
+            run_s = planning.run_seconds(session, experiment.id)
+            per_cycle = _asks_per_cycle(experiment.parallelism, run_s, claim, settings)
         target = next_queue_target(
-            claim.queue_target, counts.get(RunStatus.QUEUED, 0), leased, experiment.executor, settings
+            claim.queue_target, counts.get(RunStatus.QUEUED, 0), per_cycle, experiment.executor, settings
         )
         live = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
         slots = experiment.parallelism + target - live
@@ -210,6 +224,7 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
         finished = not new and live == 0 and live_now == 0 and same_history
         worker_runs = [r.id for r in new if r.origin == RunOrigin.WORKER]
+    log.warning('PROBE propose ready=%s target=%s per_cycle=%.1f live=%s slots=%s new=%s t=%.3f', counts.get(RunStatus.QUEUED, 0), target, per_cycle, live, slots, len(new), time.time())
     dispatcher().runs(worker_runs)
     if finished:
         _finish(claim)

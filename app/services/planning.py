@@ -103,11 +103,6 @@ class Claim:
     last_pass_at: datetime | None = None  # when the previous pass ended (None before the first)
     last_duration_s: float = 0.0  # how long the previous pass took
 
-    def period_start(self) -> datetime | None:
-        """When the previous pass started: this pass plans for a period as long as the one since."""
-        if self.last_pass_at is None:
-            return None
-        return self.last_pass_at - timedelta(seconds=self.last_duration_s)
 
 
 def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float) -> Claim | None:
@@ -317,20 +312,25 @@ def has_queued(session: Session, experiment_id: int) -> bool:
     return bool(session.scalar(queued.exists().select()))
 
 
-def leased_since(session: Session, experiment_id: int, since: datetime) -> int:
-    """How many search runs were leased or claimed since ``since`` (retried runs count again; imported
-    runs, finished on arrival, do not)."""
-    return int(
-        session.scalar(
-            select(func.count()).where(
-                Run.experiment_id == experiment_id,
-                Run.started_at >= since,
-                Run.origin != RunOrigin.IMPORT,
-                search_run(),
-            )
+PACE_RUNS = 32  # the latest results that say how long clients take from lease to result
+
+
+def run_seconds(session: Session, experiment_id: int) -> float | None:
+    """Median seconds from lease (or claim) to result over the latest ``PACE_RUNS`` search runs that
+    succeeded; None before the first. Imported runs, finished on arrival, say nothing of the pace."""
+    rows = session.execute(
+        select(Run.started_at, Run.finished_at)
+        .where(
+            Run.experiment_id == experiment_id,
+            Run.status == RunStatus.SUCCEEDED,
+            Run.origin != RunOrigin.IMPORT,
+            search_run(),
         )
-        or 0
-    )
+        .order_by(Run.id.desc())
+        .limit(PACE_RUNS)
+    ).all()
+    spans = [(done - start).total_seconds() for start, done in rows if start is not None and done is not None]
+    return float(np.median(spans)) if spans else None
 
 
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:

@@ -175,25 +175,40 @@ def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(s
 
 
 
-def test_the_look_ahead_follows_the_asks_of_the_last_period(settings_env) -> None:  # type: ignore[no-untyped-def]
+def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type: ignore[no-untyped-def]
+    """Clients that take 0.1 s a run get runs planned well ahead, clients that take 10 minutes the floor
+    of 2 (a deep queue would be planned on an old history); imported runs, finished on arrival, are
+    not taken for a pace."""
+    from datetime import timedelta
+
     from app.core.db import session_scope
-    from app.models import Experiment
+    from app.models import Experiment, Run
     from app.schemas import ImportedRun
     from app.services.runs import import_runs
-    from app.status import PlanJob
+    from app.status import PlanJob, RunStatus
     from workers.planner import plan
 
-    exp_id = _experiment(budget=40, parallelism=2)
-    plan(exp_id, PlanJob.PROPOSE)
-    assert _job(exp_id).queue_target == 2  # the floor: nobody has asked yet
-    for _ in range(3):
-        _tell(exp_id, *_ask(exp_id))
-    weights = {"web": 0.5, "code": 0.3, "law": 0.2}
-    with session_scope() as session:  # finished on arrival: not leased, not counted
-        imported = [ImportedRun(weights=weights, losses=fake_losses(weights))] * 5
-        import_runs(session=session, experiment=session.get(Experiment, exp_id), runs=imported)
-    plan(exp_id, PlanJob.PROPOSE)
-    assert _job(exp_id).queue_target == 9  # 3 leased since the previous pass started, three times over
+    def run_clients_taking(seconds: float) -> int:
+        exp_id = _experiment(budget=40, parallelism=2)
+        weights = {"web": 0.5, "code": 0.3, "law": 0.2}
+        with session_scope() as session:
+            imported = [ImportedRun(weights=weights, losses=fake_losses(weights))] * 5
+            import_runs(session=session, experiment=session.get(Experiment, exp_id), runs=imported)
+        plan(exp_id, PlanJob.PROPOSE)  # 2 + a look-ahead of 2
+        for _ in range(2):
+            _tell(exp_id, *_ask(exp_id))
+        _ask(exp_id)  # one client is training now, one run is still ready
+        with session_scope() as session:
+            told = select(Run).where(
+                Run.experiment_id == exp_id, Run.status == RunStatus.SUCCEEDED, Run.origin != "import"
+            )
+            for run in session.scalars(told):
+                run.started_at = run.finished_at - timedelta(seconds=seconds)
+        plan(exp_id, PlanJob.PROPOSE)
+        return int(_job(exp_id).queue_target)
+
+    assert run_clients_taking(0.1) >= 12  # 3 x parallelism 2 x (a pass + 0.2 s of pacing) / 0.1 s
+    assert run_clients_taking(600.0) == 2
 
 
 def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> None:  # type: ignore[no-untyped-def]

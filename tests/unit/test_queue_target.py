@@ -1,27 +1,38 @@
-"""The planner's look-ahead for external experiments: three times what clients leased over the last planning
-period, at least doubled when they drained it, shrinking by at most a quarter a pass, within its bounds,
-and 0 for worker experiments."""
+"""The planner's look-ahead for external experiments: three planning cycles of asks, at least doubled
+when clients drained it, shrinking by at most a quarter a pass, within its bounds, and 0 for worker
+experiments; asks per cycle by Little's law."""
 
 from __future__ import annotations
 
+import pytest
+
 from app.core.config import Settings
-from workers.planner import next_queue_target
+from app.services.planning import Claim
+from app.status import PlanJob
+from workers.planner import _asks_per_cycle, next_queue_target
 
-SETTINGS = Settings(planner_lookahead=2, planner_max_lookahead=64)
+SETTINGS = Settings(planner_lookahead=2, planner_max_lookahead=64, planner_min_interval_s=0.2)
 
 
-def test_the_look_ahead_covers_three_periods_of_asks() -> None:
+def test_the_look_ahead_covers_three_cycles_of_asks() -> None:
     assert next_queue_target(8, 5, 10, "external", SETTINGS) == 30
-    assert next_queue_target(8, 7, 0, "external", SETTINGS) == 6  # nobody asked: shrink by a quarter
-    assert next_queue_target(2, 2, 0, "external", SETTINGS) == 2  # never below the floor
+    assert next_queue_target(8, 5, 0.4, "external", SETTINGS) == 6  # slow clients: shrink by a quarter
+    assert next_queue_target(2, 2, 0.01, "external", SETTINGS) == 2  # never below the floor
     assert next_queue_target(8, 0, 30, "external", SETTINGS) == 64  # capped
 
 
 def test_a_drained_look_ahead_at_least_doubles() -> None:
-    assert next_queue_target(8, 0, 2, "external", SETTINGS) == 16  # the asks that waited were not counted
+    assert next_queue_target(8, 0, 2, "external", SETTINGS) == 16
     assert next_queue_target(8, 2, 2, "external", SETTINGS) == 16  # nearly drained counts as drained
     assert next_queue_target(8, 3, 2, "external", SETTINGS) == 6
 
 
 def test_worker_experiments_keep_no_look_ahead() -> None:
     assert next_queue_target(8, 0, 10, "worker", SETTINGS) == 0
+
+
+def test_asks_per_cycle_is_clients_over_their_run_time_times_the_cycle() -> None:
+    claim = Claim(1, PlanJob.PROPOSE, "t", 1, 2, last_duration_s=0.3)
+    assert _asks_per_cycle(16, 0.05, claim, SETTINGS) == pytest.approx(16 * 0.5 / 0.05)  # a benchmark
+    assert _asks_per_cycle(16, 600.0, claim, SETTINGS) == pytest.approx(16 * 0.5 / 600)  # real training
+    assert _asks_per_cycle(16, None, claim, SETTINGS) == 0.0  # no result yet
