@@ -224,7 +224,6 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
         finished = not new and live == 0 and live_now == 0 and same_history
         worker_runs = [r.id for r in new if r.origin == RunOrigin.WORKER]
-    log.warning('PROBE propose ready=%s target=%s per_cycle=%.1f live=%s slots=%s new=%s t=%.3f', counts.get(RunStatus.QUEUED, 0), target, per_cycle, live, slots, len(new), time.time())
     dispatcher().runs(worker_runs)
     if finished:
         _finish(claim)
