@@ -39,9 +39,6 @@ from strategies import Strategy, get_strategy, trust
 from strategies.trust import TrustWarning
 
 log = logging.getLogger(__name__)
-# Most runs one pass proposes: clients wait for a pass that drained the queue, and inserting 700 runs
-# took one 0.5 s (``bench/api_load.py --quick``); the look-ahead fills up over a few short passes.
-MAX_BATCH = 128
 _history = planning.HistoryCache()  # per process: a pass reads only the runs that succeeded since the last
 
 
@@ -193,7 +190,7 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
             claim.queue_target, counts.get(RunStatus.QUEUED, 0), per_cycle, experiment.executor, settings
         )
         live = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
-        slots = min(experiment.parallelism + target - live, max(MAX_BATCH, experiment.parallelism))
+        slots = experiment.parallelism + target - live
         spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
         remaining = experiment.budget - spent
         propose = slots > 0 and remaining > 1e-9

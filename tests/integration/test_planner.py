@@ -212,20 +212,6 @@ def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type:
 
 
 
-def test_a_pass_proposes_at_most_a_batch(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A deep look-ahead fills up over several short passes, not in one long one that clients wait for."""
-    from app.core.db import session_scope
-    from app.models import Run
-    from app.status import PlanJob
-    from workers import planner
-
-    monkeypatch.setattr(planner, "MAX_BATCH", 3)
-    exp_id = _experiment(budget=40, parallelism=2)
-    planner.plan(exp_id, PlanJob.PROPOSE)  # 2 + a look-ahead of 2 wanted
-    with session_scope() as session:
-        proposed = session.scalars(select(Run.id).where(Run.experiment_id == exp_id)).all()
-    assert len(proposed) == 3
-
 def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> None:  # type: ignore[no-untyped-def]
     """Tells in a stream only read the job rows while a request waits unclaimed (no queueing on their
     lock), and the pass that claims it sees every result told before; once claimed, a tell asks again."""
