@@ -34,8 +34,8 @@ from app.services import fit_plot, planning
 from app.services.dispatch import dispatcher
 from app.services.experiments import spent_budgets
 from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from strategies import Candidate, Strategy, get_strategy, trust
 from strategies import Recommendation as StrategyRecommendation
-from strategies import Strategy, get_strategy, trust
 from strategies.trust import TrustWarning
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,9 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         target = next_queue_target(
             claim.queue_target, counts.get(RunStatus.QUEUED, 0), per_cycle, experiment.executor, settings
         )
-        live = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
-        slots = experiment.parallelism + target - live
+        ready, parallelism = counts.get(RunStatus.QUEUED, 0), experiment.parallelism
+        live = ready + counts.get(RunStatus.RUNNING, 0)
+        slots = parallelism + target - live
         spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
         remaining = experiment.budget - spent
         propose = slots > 0 and remaining > 1e-9
@@ -205,11 +206,37 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
     candidates = []
     if propose:
         candidates = strategy.propose(space, hist, slots, seed=seed, pending=in_flight)
+    # Clients that drained the queue wait for this pass: the first ``parallelism`` runs of a big batch
+    # go out in a short transaction of their own, the rest (a deep look-ahead) follow in a second.
+    first = parallelism if ready == 0 and len(candidates) > 2 * parallelism else len(candidates)
+    worker_runs: list[int] = []
+    finished = False
+    for chunk in [candidates[:first], candidates[first:]][: 2 if first < len(candidates) else 1]:
+        written = _write(claim, chunk, len(hist), counts, live)
+        if written is None:
+            return PassResult()  # finished, or another planner took over while this one was fitting
+        worker_runs += written.worker_runs
+        finished = written.finished
+    dispatcher().runs(worker_runs)
+    if finished:
+        _finish(claim)
+    return PassResult(queue_target=target)
 
+
+@dataclass(frozen=True)
+class Written:
+    worker_runs: list[int]
+    finished: bool  # nothing proposed, nothing live, no new result: the budget is spent
+
+
+def _write(
+    claim: planning.Claim, candidates: list[Candidate], planned_on: int, counts: dict[str, int], live: int
+) -> Written | None:
+    """Queue candidates under the experiment's row lock (None if it finished or the lease was lost)."""
     with session_scope() as session:
         experiment = planning.lock_running(session, claim.experiment_id)
         if experiment is None or not planning.holds_lease(session, claim):
-            return PassResult()  # finished, or another planner took over while this one was fitting
+            return None
         now = planning.run_counts(session, experiment.id)
         spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
         new = planning.save_proposals(
@@ -217,17 +244,13 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
             experiment,
             candidates,
             remaining=experiment.budget - spent,
-            planned_on=len(hist),
+            planned_on=planned_on,
             n_created=sum(now.values()),
         )
         live_now = now.get(RunStatus.QUEUED, 0) + now.get(RunStatus.RUNNING, 0)
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
         finished = not new and live == 0 and live_now == 0 and same_history
-        worker_runs = [r.id for r in new if r.origin == RunOrigin.WORKER]
-    dispatcher().runs(worker_runs)
-    if finished:
-        _finish(claim)
-    return PassResult(queue_target=target)
+        return Written([r.id for r in new if r.origin == RunOrigin.WORKER], finished)
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,30 @@ def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type:
 
 
 
+
+def test_clients_waiting_on_a_drained_queue_get_the_first_runs_of_a_big_batch_at_once(  # type: ignore[no-untyped-def]
+    settings_env, monkeypatch
+) -> None:
+    from app.status import PlanJob
+    from workers import planner
+
+    exp_id = _experiment(budget=40, parallelism=2)
+    planner.plan(exp_id, PlanJob.PROPOSE)  # 2 + a look-ahead of 2
+    for _ in range(2):
+        _tell(exp_id, *_ask(exp_id))
+    _ask(exp_id), _ask(exp_id)  # nothing left ready
+    monkeypatch.setattr(planner, "next_queue_target", lambda *args: 10)
+    chunks = []
+    write = planner._write
+
+    def watched(claim, candidates, *rest):  # type: ignore[no-untyped-def]
+        chunks.append(len(candidates))
+        return write(claim, candidates, *rest)
+
+    monkeypatch.setattr(planner, "_write", watched)
+    planner.plan(exp_id, PlanJob.PROPOSE)
+    assert chunks == [2, 8]  # parallelism first, in its own transaction; then the look-ahead
+
 def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> None:  # type: ignore[no-untyped-def]
     """Tells in a stream only read the job rows while a request waits unclaimed (no queueing on their
     lock), and the pass that claims it sees every result told before; once claimed, a tell asks again."""
