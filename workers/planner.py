@@ -208,24 +208,23 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         candidates = strategy.propose(space, hist, slots, seed=seed, pending=in_flight)
     # Clients that drained the queue wait for this pass: the first ``parallelism`` runs of a big batch
     # go out in a short transaction of their own, the rest (a deep look-ahead) follow in a second.
-    first = parallelism if ready == 0 and len(candidates) > 2 * parallelism else len(candidates)
-    worker_runs: list[int] = []
-    finished = False
-    for chunk in [candidates[:first], candidates[first:]][: 2 if first < len(candidates) else 1]:
-        written = _write(claim, chunk, len(hist), counts, live)
-        if written is None:
-            return PassResult()  # finished, or another planner took over while this one was fitting
-        worker_runs += written.worker_runs
-        finished = written.finished
-    dispatcher().runs(worker_runs)
-    if finished:
+    chunks = [candidates]
+    if ready == 0 and len(candidates) > 2 * parallelism:
+        chunks = [candidates[:parallelism], candidates[parallelism:]]
+    written = [_write(claim, chunk, len(hist), counts, live) for chunk in chunks]
+    dispatcher().runs([run_id for w in written if w is not None for run_id in w.worker_runs])
+    if any(w is None for w in written):
+        return PassResult()  # finished, or another planner took over while this one was fitting
+    if written[-1] is not None and written[-1].finished:
         _finish(claim)
     return PassResult(queue_target=target)
 
 
 @dataclass(frozen=True)
 class Written:
-    worker_runs: list[int]
+    """What one write of proposals did."""
+
+    worker_runs: list[int]  # to dispatch
     finished: bool  # nothing proposed, nothing live, no new result: the budget is spent
 
 
