@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,9 +65,18 @@ def _one_blas_thread() -> Any:
     """BLAS on one thread: the GP's matrices (at most ``GP_MAX_ROWS`` rows) are too small for threaded
     BLAS to pay, and the fits already run in parallel threads. Left to itself, OpenBLAS spread each
     factorisation over every core, and parallel fits fought over them: more CPU, no speed-up."""
-    from threadpoolctl import threadpool_limits
+    return _blas_libraries().limit(limits=1, user_api="blas")
 
-    return threadpool_limits(limits=1, user_api="blas")
+
+@cache
+def _blas_libraries() -> Any:
+    """The loaded BLAS libraries, listed once: listing them scans every loaded library (~2 ms), too
+    much for each fit and prediction chunk. scipy.linalg (the GP's BLAS) is loaded first so the list
+    has it."""
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def seeded_subset(n: int, k: int, seed: int) -> np.ndarray:
