@@ -104,7 +104,6 @@ class Claim:
     last_duration_s: float = 0.0  # how long the previous pass took
 
 
-
 def claim_job(session: Session, experiment_id: int, job: PlanJob, lease_s: float) -> Claim | None:
     """Take the job's lease if a pass is due and nobody holds it (one conditional UPDATE)."""
     token, now = uuid.uuid4().hex, utcnow()
@@ -427,7 +426,6 @@ def save_recommendation(
     session.add(row)
     session.flush()
     return row
-
 
 
 def attach_fit_plot(session: Session, recommendation_id: int, fit: dict[str, Any]) -> None:

@@ -69,8 +69,9 @@ def populate(
         if not finish:
             break
     wait_for(
-        lambda: client.get(f"{base}/recommendation", headers=auth).status_code == 200
-        and planner_idle(exp["id"]),
+        lambda: (
+            client.get(f"{base}/recommendation", headers=auth).status_code == 200 and planner_idle(exp["id"])
+        ),
         "a refit and its fit plot",
     )
     online = f"{base}/online-sessions"

@@ -173,8 +173,6 @@ def test_proposals_are_tagged_with_their_history_and_refits_store_the_fit_plot(s
     assert fit is not None and fit["fidelity"] == "big" and "needs 5" in fit["note"]
 
 
-
-
 def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type: ignore[no-untyped-def]
     """Clients that take 0.1 s a run get runs planned well ahead, clients that take 10 minutes the floor
     of 2 (a deep queue would be planned on an old history); imported runs, finished on arrival, are
@@ -211,8 +209,6 @@ def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type:
     assert run_clients_taking(600.0) == 2
 
 
-
-
 def test_clients_waiting_on_a_drained_queue_get_the_first_runs_of_a_big_batch_at_once(  # type: ignore[no-untyped-def]
     settings_env, monkeypatch
 ) -> None:
@@ -235,6 +231,7 @@ def test_clients_waiting_on_a_drained_queue_get_the_first_runs_of_a_big_batch_at
     monkeypatch.setattr(planner, "_write", watched)
     planner.plan(exp_id, PlanJob.PROPOSE)
     assert chunks == [2, 8]  # parallelism first, in its own transaction; then the look-ahead
+
 
 def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> None:  # type: ignore[no-untyped-def]
     """Tells in a stream only read the job rows while a request waits unclaimed (no queueing on their
@@ -270,6 +267,7 @@ def test_a_tell_adds_no_request_while_one_waits_for_a_planner(settings_env) -> N
     tell(2)
     assert requested()[0] == before[0] + 2  # that request was claimed: this tell makes a new one
 
+
 def test_a_refit_stores_the_recommendation_before_its_fit_plot(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Users polling the recommendation do not wait for the dashboard's plot; the dashboard shows the
     plot as "being drawn" meanwhile, and does not keep that answer once the plot is attached."""
@@ -300,6 +298,7 @@ def test_a_refit_stores_the_recommendation_before_its_fit_plot(settings_env, mon
     assert seen == [(True, FIT_DRAWING)]  # the recommendation was already there, its plot not yet
     recommended, note = fit_note(exp_id)
     assert recommended and note is not None and "needs 5" in note  # the attached plot, not the cached note
+
 
 def test_a_failing_strategy_fails_the_experiment_and_keeps_every_result(settings_env) -> None:  # type: ignore[no-untyped-def]
     from app.core.db import session_scope
