@@ -6,12 +6,15 @@ and `--queues mixlab-refit`, Celery on Redis); with ``--sqlite`` the server's em
 plan instead. Then, on an external experiment:
 
 1. import ``--runs`` runs (10,000) and time until a recommendation covering them is stored (no ask);
-2. ``--clients`` (16) clients loop ask(wait) + tell for ``--seconds``: pairs/s, ask and tell p50/p99,
-   "not ready" answers, errors;
+2. ``--clients`` (16) clients loop ask(wait) + tell back to back for ``--seconds``: the most pairs/s the
+   machine serves, ask and tell p50/p99 at that saturation, "not ready" answers, errors. With 16 clients
+   and no pause, latency is queueing: mean = 16 / (2 x pairs/s) by Little's law, whatever the code does;
 3. the same clients GET the recommendation at a paced ``--rec-rate`` (200 req/s in all), then the
    dashboard page and its data: p50/p99;
-4. phases 2-3 again on an experiment with 100 imported runs: ``ratio_10k_vs_100`` is the worse of the
-   ask and tell p99 ratios.
+4. the same clients paced to ``--pair-rate`` (200 pairs/s in all, the throughput target): ask and tell
+   p50/p99 at that load (``*_paced``), a paced ask timed from its scheduled start;
+5. phases 2-4 again on an experiment with 100 imported runs: ``ratio_10k_vs_100`` is the worse of the
+   (back-to-back) ask and tell p99 ratios.
 
 The clients are asyncio tasks on lean keep-alive connections (``bench/loadgen.py``), so the load
 generator takes little of the CPU the server needs. Losses come from a fixed synthetic mixing law (no
@@ -20,6 +23,7 @@ recommendation is the best run, no fit) and short phases; the full run uses ``re
 10,000 runs is what the import-to-recommendation time measures.
 
     python bench/api_load.py [--quick] [--sqlite] [--runs 10000] [--clients 16] [--seconds 20]
+        [--pair-rate 200]
 """
 
 from __future__ import annotations
@@ -172,11 +176,15 @@ class Stats:
     def __init__(self) -> None:
         self.ms: dict[str, list[float]] = defaultdict(list)
         self.counts: dict[str, int] = defaultdict(int)
-        self.pairs_per_s = 0.0  # ask + tell pairs completed per second in the pairs phase
+        self.pairs_per_s = 0.0  # ask + tell pairs completed per second, clients back to back
+        self.paced_pairs_per_s = 0.0  # the same, clients paced to ``--pair-rate``
         self.cpu_ms_per_pair: dict[str, float] = {}  # by role, over the pairs phase
 
-    async def call(self, conn: Connection, name: str, method: str, path: str, **kw: Any) -> Response | None:
-        t = time.perf_counter()
+    async def call(
+        self, conn: Connection, name: str, method: str, path: str, since: float | None = None, **kw: Any
+    ) -> Response | None:
+        """One request; its latency counts from ``since`` (a paced request's scheduled start) if given."""
+        t = time.perf_counter() if since is None else since
         try:
             resp = await conn.request(method, path, **kw)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -234,25 +242,40 @@ def import_runs(api: httpx.Client, base: str, n: int, seed: int) -> float:
 
 
 async def pairs(
-    url: str, headers: dict[str, str], base: str, clients: int, seconds: float, stats: Stats
+    url: str,
+    headers: dict[str, str],
+    base: str,
+    clients: int,
+    seconds: float,
+    stats: Stats,
+    rate: float | None = None,
 ) -> int:
-    """Clients loop ask + tell; returns the pairs completed."""
+    """Clients loop ask + tell, back to back or, with ``rate``, paced to ``rate`` pairs/s in all; returns
+    the pairs completed. A paced ask's latency counts from its scheduled start, so a pair that starts
+    late because the one before it was slow is charged its wait (no coordinated omission)."""
     stop = time.monotonic() + seconds
     done = 0
+    suffix = "" if rate is None else "_paced"
 
     async def client(i: int) -> None:
         nonlocal done
         rng = np.random.default_rng(1000 + i)
         conn = Connection(url, headers)
+        interval = 0.0 if rate is None else clients / rate
+        next_at = time.perf_counter() + i * interval / clients
         while time.monotonic() < stop:
-            asked = await stats.call(conn, "ask", "POST", f"{base}/ask", params={"wait": 2})
+            since = None
+            if rate is not None:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                since, next_at = next_at, next_at + interval
+            asked = await stats.call(conn, "ask" + suffix, "POST", f"{base}/ask", since, params={"wait": 2})
             if asked is None or asked.status != 200:
                 continue
             lease = asked.json()
             run = lease["run"]
             told = await stats.call(
                 conn,
-                "tell",
+                "tell" + suffix,
                 "POST",
                 f"{base}/runs/{run['id']}/result",
                 json_body={"lease_token": lease["lease_token"], "losses": losses(run["weights"], rng)},
@@ -320,6 +343,8 @@ def phase(
         file=sys.stderr,
     )
     asyncio.run(reads(url, headers, base, args.clients, args.seconds, args.rec_rate, stats))
+    paced = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats, rate=args.pair_rate))
+    stats.paced_pairs_per_s = paced / args.seconds
     print(
         f"  [{label}] {n} pairs; "
         + ", ".join(
@@ -341,6 +366,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000, help="runs imported before the load")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each load phase")
+    ap.add_argument(
+        "--pair-rate",
+        type=float,
+        default=200.0,
+        help="ask+tell pairs per second, all clients, in the paced pairs phase (the throughput target)",
+    )
     ap.add_argument(
         "--rec-rate", type=float, default=200.0, help="recommendation GETs per second, all clients"
     )
@@ -402,18 +433,21 @@ def main() -> None:
     errors = at_10k.counts["errors"] + at_100.counts["errors"]
     dashboard = max(at_10k.pct("dashboard", 99), at_10k.pct("dashboard_page", 99))
     print(f"{'endpoint':<16}{'p50 ms':>9}{'p99 ms':>9}{'p99 @100':>10}")
-    for name in ("ask", "tell", "recommendation", "dashboard", "dashboard_page"):
+    for name in ("ask", "tell", "ask_paced", "tell_paced", "recommendation", "dashboard", "dashboard_page"):
         print(
             f"{name:<16}{at_10k.pct(name, 50):>9.1f}{at_10k.pct(name, 99):>9.1f}{at_100.pct(name, 99):>10.1f}"
         )
     print(
         f"pairs/s {at_10k.pairs_per_s:.1f} at {args.runs} runs, "
-        f"{at_100.pairs_per_s:.1f} at 100; not-ready answers "
+        f"{at_100.pairs_per_s:.1f} at 100 (back to back); paced at {args.pair_rate:.0f}/s: "
+        f"{at_10k.paced_pairs_per_s:.1f} pairs/s; not-ready answers "
         f"{at_10k.counts['not_ready']} / {at_100.counts['not_ready']}; errors {errors}"
     )
     print(
         f"RESULT ask_p99_ms={at_10k.pct('ask', 99):.1f} tell_p99_ms={at_10k.pct('tell', 99):.1f} "
         f"pairs_per_s={at_10k.pairs_per_s:.1f} "
+        f"ask_p99_paced_ms={at_10k.pct('ask_paced', 99):.1f} "
+        f"tell_p99_paced_ms={at_10k.pct('tell_paced', 99):.1f} "
         f"rec_p99_ms={at_10k.pct('recommendation', 99):.1f} "
         f"dashboard_p99_ms={dashboard:.1f} import_to_rec_s={import_to_rec:.1f} ratio_10k_vs_100={ratio:.2f} "
         f"errors={errors} not_ready={at_10k.counts['not_ready']} "

@@ -33,7 +33,7 @@ from app.models import Experiment, utcnow
 from app.services import fit_plot, planning
 from app.services.dispatch import dispatcher
 from app.services.experiments import spent_budgets
-from app.status import Executor, ExperimentStatus, PlanJob, RunOrigin, RunStatus
+from app.status import Executor, ExperimentStatus, PlanJob, RunStatus
 from strategies import Candidate, Strategy, get_strategy, trust
 from strategies import Recommendation as StrategyRecommendation
 from strategies.trust import TrustWarning
@@ -249,7 +249,7 @@ def _write(
         live_now = now.get(RunStatus.QUEUED, 0) + now.get(RunStatus.RUNNING, 0)
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
         finished = not new and live == 0 and live_now == 0 and same_history
-        return Written([r.id for r in new if r.origin == RunOrigin.WORKER], finished)
+        return Written(new if experiment.executor == Executor.WORKER else [], finished)
 
 
 @dataclass(frozen=True)
