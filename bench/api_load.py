@@ -318,6 +318,34 @@ async def reads(
     await asyncio.gather(*(dashboard_client(i) for i in range(max(1, clients // 4))))
 
 
+def _measured_pairs(
+    url: str,
+    headers: dict[str, str],
+    base: str,
+    args: argparse.Namespace,
+    label: str,
+    groups: dict[str, set[int]],
+    stats: Stats,
+    rate: float | None = None,
+) -> tuple[int, float, dict[str, float]]:
+    """A pairs phase and where its CPU went: (pairs, pairs/s, CPU ms per pair by role)."""
+    before, t = cpu_s(groups), time.perf_counter()
+    n = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats, rate=rate))
+    elapsed, after = time.perf_counter() - t, cpu_s(groups)
+    used = {role: after[role] - before[role] for role in after}
+    used["the rest (Postgres, Redis, kernel)"] = used["machine"] - sum(
+        v for role, v in used.items() if role != "machine"
+    )
+    per_pair = {role: 1000 * v / max(n, 1) for role, v in used.items()}
+    print(
+        f"  [{label}] {n / elapsed:.1f} pairs/s; CPU per ask+tell pair: "
+        + ", ".join(f"{role} {ms:.1f} ms" for role, ms in per_pair.items() if role != "machine")
+        + f"; the machine was {100 * used['machine'] / elapsed / (os.cpu_count() or 1):.0f}% busy",
+        file=sys.stderr,
+    )
+    return n, n / elapsed, per_pair
+
+
 def phase(
     url: str,
     headers: dict[str, str],
@@ -327,24 +355,13 @@ def phase(
     groups: dict[str, set[int]],
 ) -> Stats:
     stats = Stats()
-    before, t = cpu_s(groups), time.perf_counter()
-    n = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats))
-    elapsed, after = time.perf_counter() - t, cpu_s(groups)
-    stats.pairs_per_s = n / elapsed
-    used = {role: after[role] - before[role] for role in after}
-    used["the rest (Postgres, Redis, kernel)"] = used["machine"] - sum(
-        v for role, v in used.items() if role != "machine"
-    )
-    stats.cpu_ms_per_pair = {role: 1000 * v / max(n, 1) for role, v in used.items()}
-    print(
-        f"  [{label}] CPU per ask+tell pair: "
-        + ", ".join(f"{role} {ms:.1f} ms" for role, ms in stats.cpu_ms_per_pair.items() if role != "machine")
-        + f"; the machine was {100 * used['machine'] / elapsed / (os.cpu_count() or 1):.0f}% busy",
-        file=sys.stderr,
+    n, stats.pairs_per_s, stats.cpu_ms_per_pair = _measured_pairs(
+        url, headers, base, args, label, groups, stats
     )
     asyncio.run(reads(url, headers, base, args.clients, args.seconds, args.rec_rate, stats))
-    paced = asyncio.run(pairs(url, headers, base, args.clients, args.seconds, stats, rate=args.pair_rate))
-    stats.paced_pairs_per_s = paced / args.seconds
+    _, stats.paced_pairs_per_s, _ = _measured_pairs(
+        url, headers, base, args, f"{label}, paced", groups, stats, rate=args.pair_rate
+    )
     print(
         f"  [{label}] {n} pairs; "
         + ", ".join(

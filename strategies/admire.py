@@ -211,11 +211,16 @@ class Admire:
         pool = np.concatenate([optima, simplex.project(observed, lo, hi)])
         ranked = bt.ranked_by_loss(model, pool, {space.k: 1.0}, self.n_alternatives + 1, self.pessimism)
         (best_w, best_loss, best_std), rest = ranked[0], ranked[1:]
+        target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
+        z = bt.loo_z(model, target)
+        diag = dict(diagnostics(model, space, obs, len(history), self.max_fit))
+        if len(z):
+            diag["loo_z_rms"] = float(np.sqrt(np.mean(z**2)))
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
             predicted_loss=best_loss,
             std=best_std,
-            diagnostics=diagnostics(model, space, obs, len(history), self.max_fit),
+            diagnostics=diag,
             alternatives=tuple((tuple(float(v) for v in w), loss) for w, loss, _ in rest),
         )
 
