@@ -162,14 +162,19 @@ def next_queue_target(previous: int, ready: int, per_cycle: float, executor: str
     return min(high, max(low, wanted))
 
 
-def _asks_per_cycle(clients: int, run_s: float | None, claim: planning.Claim, settings: Settings) -> float:
-    """Little's law: ``clients`` (at most ``parallelism`` hold a lease at once) that each take ``run_s``
-    from lease to result lease clients / run_s runs a second; a planning cycle is a pass (as long as the
-    last one) and the pacing. The leases out at one moment would be a noisier count of clients."""
-    if run_s is None:
+def _asks_per_cycle(
+    clients: int, pace: planning.Pace | None, claim: planning.Claim, settings: Settings
+) -> float:
+    """Runs clients will lease during one planning cycle (a pass as long as the last one, and the
+    pacing). By Little's law ``clients`` (at most ``parallelism`` hold a lease at once) that each take
+    ``run_s`` from lease to result lease at most clients / run_s runs a second; clients that pause
+    between runs (a pipeline that evaluates each checkpoint, a load paced at 200 pairs/s) lease fewer,
+    and the latest results' own rate says how many. The lesser of the two: a look-ahead sized by the
+    bound alone grew to 1,000 runs for clients taking 200 a second, and each pass re-read all of them."""
+    if pace is None:
         return 0.0  # no result yet: the floor, and the drained rule if clients are fast
-    run_s = max(run_s, 1e-3)
-    return clients * (claim.last_duration_s + settings.planner_min_interval_s) / run_s
+    rate = min(clients / max(pace.run_s, 1e-3), pace.results_per_s)
+    return rate * (claim.last_duration_s + settings.planner_min_interval_s)
 
 
 def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
@@ -184,8 +189,8 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
             return PassResult()
         per_cycle = 0.0
         if experiment.executor == Executor.EXTERNAL:
-            run_s = planning.run_seconds(session, experiment.id)
-            per_cycle = _asks_per_cycle(experiment.parallelism, run_s, claim, settings)
+            pace = planning.pace(session, experiment.id)
+            per_cycle = _asks_per_cycle(experiment.parallelism, pace, claim, settings)
         target = next_queue_target(
             claim.queue_target, counts.get(RunStatus.QUEUED, 0), per_cycle, experiment.executor, settings
         )

@@ -311,12 +311,20 @@ def has_queued(session: Session, experiment_id: int) -> bool:
     return bool(session.scalar(queued.exists().select()))
 
 
-PACE_RUNS = 32  # the latest results that say how long clients take from lease to result
+PACE_RUNS = 64  # the latest results that say how fast clients go
 
 
-def run_seconds(session: Session, experiment_id: int) -> float | None:
-    """Median seconds from lease (or claim) to result over the latest ``PACE_RUNS`` search runs that
-    succeeded; None before the first. Imported runs, finished on arrival, say nothing of the pace."""
+@dataclass(frozen=True)
+class Pace:
+    """How fast an experiment's clients go, from its latest results."""
+
+    run_s: float  # median seconds from lease (or claim) to result
+    results_per_s: float  # how often those results came (inf when they came at once, or one came)
+
+
+def pace(session: Session, experiment_id: int) -> Pace | None:
+    """The pace of the latest ``PACE_RUNS`` search runs that succeeded; None before the first. Imported
+    runs, finished on arrival, say nothing of it."""
     rows = session.execute(
         select(Run.started_at, Run.finished_at)
         .where(
@@ -328,8 +336,13 @@ def run_seconds(session: Session, experiment_id: int) -> float | None:
         .order_by(Run.id.desc())
         .limit(PACE_RUNS)
     ).all()
-    spans = [(done - start).total_seconds() for start, done in rows if start is not None and done is not None]
-    return float(np.median(spans)) if spans else None
+    done = [(start, end) for start, end in rows if start is not None and end is not None]
+    if not done:
+        return None
+    ends = sorted(end for _, end in done)
+    span = (ends[-1] - ends[0]).total_seconds()
+    spans = [(end - start).total_seconds() for start, end in done]
+    return Pace(float(np.median(spans)), (len(ends) - 1) / span if span > 0 else math.inf)
 
 
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:

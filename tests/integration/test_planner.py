@@ -180,7 +180,7 @@ def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type:
     from datetime import timedelta
 
     from app.core.db import session_scope
-    from app.models import Experiment, Run
+    from app.models import Experiment, Run, utcnow
     from app.schemas import ImportedRun
     from app.services.runs import import_runs
     from app.status import PlanJob, RunStatus
@@ -200,7 +200,9 @@ def test_the_look_ahead_follows_the_clients_pace(settings_env) -> None:  # type:
             told = select(Run).where(
                 Run.experiment_id == exp_id, Run.status == RunStatus.SUCCEEDED, Run.origin != "import"
             )
-            for run in session.scalars(told):
+            for i, run in enumerate(session.scalars(told.order_by(Run.id.desc()))):
+                # both clients busy: a result every seconds / 2, each run leased seconds before it
+                run.finished_at = utcnow() - timedelta(seconds=i * seconds / 2)
                 run.started_at = run.finished_at - timedelta(seconds=seconds)
         plan(exp_id, PlanJob.PROPOSE)
         return int(_job(exp_id).queue_target)

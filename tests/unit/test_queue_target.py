@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from app.core.config import Settings
-from app.services.planning import Claim
+from app.services.planning import Claim, Pace
 from app.status import PlanJob
 from workers.planner import _asks_per_cycle, next_queue_target
 
@@ -33,6 +33,14 @@ def test_worker_experiments_keep_no_look_ahead() -> None:
 
 def test_asks_per_cycle_is_clients_over_their_run_time_times_the_cycle() -> None:
     claim = Claim(1, PlanJob.PROPOSE, "t", 1, 2, last_duration_s=0.3)
-    assert _asks_per_cycle(16, 0.05, claim, SETTINGS) == pytest.approx(16 * 0.5 / 0.05)  # a benchmark
-    assert _asks_per_cycle(16, 600.0, claim, SETTINGS) == pytest.approx(16 * 0.5 / 600)  # real training
+    busy = Pace(run_s=0.05, results_per_s=320.0)  # clients back to back: the results come as fast
+    assert _asks_per_cycle(16, busy, claim, SETTINGS) == pytest.approx(16 * 0.5 / 0.05)
+    training = Pace(run_s=600.0, results_per_s=1.0)  # a burst of results long ago says little
+    assert _asks_per_cycle(16, training, claim, SETTINGS) == pytest.approx(16 * 0.5 / 600)
     assert _asks_per_cycle(16, None, claim, SETTINGS) == 0.0  # no result yet
+
+
+def test_clients_that_pause_between_runs_are_counted_by_their_results() -> None:
+    claim = Claim(1, PlanJob.PROPOSE, "t", 1, 2, last_duration_s=0.3)
+    paced = Pace(run_s=0.015, results_per_s=200.0)  # 16 clients at 200 pairs/s hold ~3 leases at once
+    assert _asks_per_cycle(16, paced, claim, SETTINGS) == pytest.approx(200 * 0.5)
