@@ -326,6 +326,7 @@ class Results:
 
     regret: dict[tuple[str, str], dict[float, list[float]]] = field(default_factory=dict)
     covered: dict[str, list[bool]] = field(default_factory=dict)  # method → within Z90 std, per checkpoint
+    unsure: dict[str, int] = field(default_factory=dict)  # method → recommendations without a std
     cpu: dict[str, float] = field(default_factory=dict)
     shares: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method → fidelity → share
 
@@ -337,7 +338,9 @@ class Results:
 _SIMS: dict[str, SimulatedRuns] = {}  # filled before the worker pool forks, so workers share the fits
 
 
-def _job(args: tuple[str, str, tuple[float, ...], int]) -> tuple[str, str, dict, dict, list[bool], float]:
+def _job(
+    args: tuple[str, str, tuple[float, ...], int],
+) -> tuple[str, str, dict, dict, list[bool], int, float]:
     method, name, budgets, seed = args
     torch.set_num_threads(1)
     start = time.process_time()
@@ -349,7 +352,8 @@ def _job(args: tuple[str, str, tuple[float, ...], int]) -> tuple[str, str, dict,
         for r in trace.recommended.values()
         if r.predicted_loss is not None and r.std is not None
     ]
-    return method, name, regrets, trace.spent, covered, time.process_time() - start
+    unsure = len(trace.recommended) - len(covered)  # e.g. admire before its first target-fidelity run
+    return method, name, regrets, trace.spent, covered, unsure, time.process_time() - start
 
 
 def interval(values: Sequence[float]) -> float:
@@ -461,7 +465,7 @@ def main() -> None:
     jobs.sort(key=lambda j: j[0] not in BO)  # slow ones first, so the pool ends together
     results = Results()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for done, (method, truth, regrets, spent, covered, seconds) in enumerate(
+        for done, (method, truth, regrets, spent, covered, unsure, seconds) in enumerate(
             pool.imap_unordered(_job, jobs), 1
         ):
             last = max(regrets)
@@ -474,6 +478,7 @@ def main() -> None:
             for b, r in regrets.items():
                 curve.setdefault(b, []).append(r)
             results.covered.setdefault(method, []).extend(covered)
+            results.unsure[method] = results.unsure.get(method, 0) + unsure
             for f, c in spent.items():
                 results.shares.setdefault(method, {}).setdefault(f, []).append(c / sum(spent.values()))
             results.cpu[method] = results.cpu.get(method, 0.0) + seconds
@@ -509,7 +514,8 @@ def report(results: Results, truths: Sequence[str], methods: Sequence[str], budg
         if covered:
             print(
                 f"{method}: true loss within {Z90} predicted std of the predicted loss at "
-                f"{np.mean(covered):.0%} of {len(covered)} recommendations (nominal 90 %)"
+                f"{np.mean(covered):.0%} of {len(covered)} recommendations with a std (nominal 90 %); "
+                f"{results.unsure.get(method, 0)} more came without one"
             )
 
 

@@ -70,7 +70,11 @@ Choices, and why:
   the one with the lowest predicted loss + ``pessimism`` (2) x latent std. The recommendation is
   spent on one big run, so it should be where the model is sure: on the tuning simulator the mean's
   own argmax drifted to where only cheap runs had been, with several times the std of the best
-  target runs. Alternatives are the next-best candidates by the same score.
+  target runs. Alternatives are the next-best candidates by the same score. Its reported std adds to
+  the posterior's the error of the target's fitted mean level (``mf_model.level_variance``, universal
+  kriging: the level is a point estimate from a few target runs); with no target run yet there is
+  neither a predicted loss nor a std (nothing says where the target's level is), and the trust
+  checks say so (``no_target_runs``).
 
 Defaults were chosen on the tuning simulator (``--split tune``); the held-out truths of
 ``bench/search_efficiency.py`` (the default split) are where its figures in the README come from.
@@ -90,7 +94,7 @@ from strategies import simplex
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, StrategyError
 from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates, space_filling
-from strategies.mf_model import diagnostics, fidelity_correlations, fit_model
+from strategies.mf_model import diagnostics, fidelity_correlations, fit_model, level_variance
 
 logger = logging.getLogger(__name__)
 
@@ -212,15 +216,16 @@ class Admire:
         ranked = bt.ranked_by_loss(model, pool, {space.k: 1.0}, self.n_alternatives + 1, self.pessimism)
         (best_w, best_loss, best_std), rest = ranked[0], ranked[1:]
         target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
-        z = bt.loo_z(model, target)
-        diag = dict(diagnostics(model, space, obs, len(history), self.max_fit))
-        if len(z):
-            diag["loo_z_rms"] = float(np.sqrt(np.mean(z**2)))
+        level_var = level_variance(model, bt.with_columns(best_w, {space.k: 1.0}), target)
+        predicted: float | None = best_loss
+        std: float | None = float(np.sqrt(best_std**2 + level_var))
+        if not target:  # no target run: nothing says where the target's loss level is (trust: no_target_runs)
+            predicted = std = None
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
-            predicted_loss=best_loss,
-            std=best_std,
-            diagnostics=diag,
+            predicted_loss=predicted,
+            std=std,
+            diagnostics=diagnostics(model, space, obs, len(history), self.max_fit),
             alternatives=tuple((tuple(float(v) for v in w), loss) for w, loss, _ in rest),
         )
 

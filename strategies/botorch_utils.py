@@ -174,19 +174,6 @@ def outcome_scale(model: GPyTorchModel) -> float:
     return float(transform.stdvs.squeeze()) if transform is not None else 1.0
 
 
-def loo_z(model: GPyTorchModel, rows: list[int]) -> np.ndarray:
-    """Standardised leave-one-out residuals on ``rows``: (observed - predicted) / predictive std, noise
-    included. A calibrated model gives them unit RMS; a larger RMS says its stds are too narrow."""
-    if not rows:
-        return np.zeros(0)
-    cv = loo_cv(model)
-    posterior = cv.posterior
-    mean = posterior.mean.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
-    std = posterior.variance.reshape(-1).clamp_min(1e-18).sqrt().detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
-    observed = cv.observed_Y.reshape(-1).detach().cpu().numpy()[rows]
-    return np.asarray((observed - mean) / std)
-
-
 def loo_spearman(model: GPyTorchModel, rows: list[int]) -> float | None:
     """Spearman correlation of leave-one-out predictions with observations on ``rows``, or None.
 

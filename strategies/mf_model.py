@@ -64,6 +64,34 @@ def fit_model(
     return full
 
 
+def level_variance(model: SingleTaskGP, x: torch.Tensor, rows: Sequence[int]) -> float:
+    """Variance the target fidelity's fitted mean level adds to the prediction at ``x`` ``(1, d)``, in
+    squared loss units; ``rows`` are the target-fidelity runs.
+
+    ``FidelityLevels`` holds each level at its marginal-likelihood point estimate, so the posterior
+    std alone treats the target's level as known; with two or three target runs it is not. Universal
+    kriging's correction counts its estimation error: (1 - k*' K^-1 u)^2 / (u' K^-1 u), with u the
+    target rows' indicator, k* the covariances of ``x`` with the runs and K theirs, noise included.
+    It is small near many target runs and infinite with none (nothing says where the target's level is).
+    """
+    if not rows:
+        return float("inf")
+    train = model.train_inputs[0]
+    with torch.no_grad():
+        cov = model.covar_module(train).to_dense()
+        cov = cov + torch.diag(model.likelihood.noise_covar(train).diagonal())
+        chol, info = torch.linalg.cholesky_ex(cov + 1e-8 * torch.eye(len(train), dtype=cov.dtype))
+        if int(info) != 0:
+            return float("inf")
+        u = torch.zeros(len(train), 1, dtype=cov.dtype)
+        u[list(rows)] = 1.0
+        k_star = model.covar_module(train, x).to_dense()
+        solved = torch.cholesky_solve(torch.cat([u, k_star], dim=1), chol)
+        precision = float(u[:, 0] @ solved[:, 0])
+        gap = 1.0 - float(k_star[:, 0] @ solved[:, 0])
+    return gap**2 / max(precision, 1e-12) * bt.outcome_scale(model) ** 2
+
+
 def fidelity_kernel(k: int) -> ScaleKernel:
     """BoTorch's linear-truncated fidelity kernel ``k0(w) + c(s, s') k1(w)``, built from the kernels of
     BoTorch's single-fidelity default, with a scale of its own on the bias term ``k1``.

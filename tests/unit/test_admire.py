@@ -15,7 +15,7 @@ from strategies import botorch_utils as bt
 from strategies.admire import Admire, feasible_set
 from strategies.mf_acquisition import cost_utility
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates
-from strategies.mf_model import _fit_subset, fit_model
+from strategies.mf_model import _fit_subset, fit_model, level_variance
 from strategies.simplex import is_feasible, project
 
 OPTIMUM = np.array([0.5, 0.3, 0.2])
@@ -300,3 +300,30 @@ def test_cheap_runs_unrelated_to_the_target_turn_the_search_to_the_target_alone(
     below = Admire(pool_size=128, shortlist=16, min_fidelity_correlation=between)
     assert {c.fidelity for c in below.propose(sp, history, 4, seed=0)} == {"hi"}
     assert "lo" in {c.fidelity for c in below.propose(sp, related, 4, seed=0)}
+
+
+def test_no_target_run_no_predicted_loss_and_no_std() -> None:
+    """Cheap runs alone say nothing of where the target's loss level is: no confident number."""
+    sp = space3()
+    rec = small().recommend(sp, sampled_history(sp, np.random.default_rng(0), (("lo", 16, 0.3, 0.003),)))
+    assert rec.predicted_loss is None and rec.std is None
+    assert len(rec.weights) == sp.k
+
+
+def test_the_target_level_s_uncertainty_shrinks_with_target_runs() -> None:
+    """The std counts the fitted target level's own error: wider with one target run than with eight,
+    infinite with none."""
+    sp = space3()
+    cheap_runs = sampled_history(sp, np.random.default_rng(1), (("lo", 24, 0.3, 0.003),))
+    coords = fidelity_coordinates(sp)
+    x = bt.with_columns(np.full((1, sp.k), 1 / sp.k), {sp.k: 1.0})
+
+    def level_var(n_target: int) -> float:
+        target = sampled_history(sp, np.random.default_rng(2), (("hi", n_target, 0.0, 0.003),))
+        obs = cheap_runs + target
+        model = fit_model(sp, obs, coords, max_fit=512)
+        return level_variance(model, x, [i for i, o in enumerate(obs) if o.fidelity == "hi"])
+
+    assert level_variance(fit_model(sp, cheap_runs, coords, 512), x, []) == float("inf")
+    one, eight = level_var(1), level_var(8)
+    assert 0 < eight < one < float("inf")
