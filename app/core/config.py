@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         default=10,
         ge=0,
         le=19,
-        description="planning and training threads run this much nicer than serving (0: same priority)",
+        description="planning and training threads run this much nicer than serving (0: same priority); "
+        "a `mixlab worker` that leads its own session (a service, a container) also lowers that "
+        "session's scheduling group, where the kernel groups by session (Linux autogroup)",
     )
     refit_growth: float = Field(
         default=0.1, description="refit once the history grew by this share (or by parallelism runs)"
