@@ -216,11 +216,10 @@ class Admire:
         ranked = bt.ranked_by_loss(model, pool, {space.k: 1.0}, self.n_alternatives + 1, self.pessimism)
         (best_w, best_loss, best_std), rest = ranked[0], ranked[1:]
         target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
-        level_var = level_variance(model, bt.with_columns(best_w, {space.k: 1.0}), target)
-        predicted: float | None = best_loss
-        std: float | None = float(np.sqrt(best_std**2 + level_var))
-        if not target:  # no target run: nothing says where the target's loss level is (trust: no_target_runs)
-            predicted = std = None
+        predicted = std = None  # no target run: nothing says where its loss level is (trust: no_target_runs)
+        if target:
+            level_var = level_variance(model, bt.with_columns(best_w, {space.k: 1.0}), target)
+            predicted, std = best_loss, float(np.sqrt(best_std**2 + level_var))
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
             predicted_loss=predicted,

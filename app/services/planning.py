@@ -339,10 +339,10 @@ def pace(session: Session, experiment_id: int) -> Pace | None:
     done = [(start, end) for start, end in rows if start is not None and end is not None]
     if not done:
         return None
-    ends = sorted(end for _, end in done)
-    span = (ends[-1] - ends[0]).total_seconds()
+    ends = [end for _, end in done]
+    span = (max(ends) - min(ends)).total_seconds()
     spans = [(end - start).total_seconds() for start, end in done]
-    return Pace(float(np.median(spans)), (len(ends) - 1) / span if span > 0 else math.inf)
+    return Pace(float(np.median(spans)), (len(done) - 1) / span if span > 0 else math.inf)
 
 
 def run_counts(session: Session, experiment_id: int) -> dict[str, int]:
