@@ -32,7 +32,7 @@ from app.core.db import session_scope
 from app.models import Experiment, utcnow
 from app.services import fit_plot, planning
 from app.services.dispatch import dispatcher
-from app.services.experiments import spent_budgets
+from app.services.experiments import run_stats
 from app.status import Executor, ExperimentStatus, PlanJob, RunStatus
 from strategies import Candidate, Strategy, get_strategy, trust
 from strategies import Recommendation as StrategyRecommendation
@@ -182,7 +182,8 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         experiment = session.get(Experiment, claim.experiment_id)
         if experiment is None or experiment.status != ExperimentStatus.RUNNING:
             return PassResult()
-        counts = planning.run_counts(session, experiment.id)
+        stats = run_stats(session=session, experiments=[experiment])[experiment.id]
+        counts = stats.search_counts
         if planning.too_many_failures(experiment, counts):
             failed = counts[RunStatus.FAILED]
             planning.fail_experiment(session, experiment.id, f"{failed} runs failed; see their errors")
@@ -197,8 +198,7 @@ def _propose(claim: planning.Claim, settings: Settings) -> PassResult:
         ready, parallelism = counts.get(RunStatus.QUEUED, 0), experiment.parallelism
         live = ready + counts.get(RunStatus.RUNNING, 0)
         slots = parallelism + target - live
-        spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
-        remaining = experiment.budget - spent
+        remaining = experiment.budget - stats.spent
         propose = slots > 0 and remaining > 1e-9
         # Read even with nothing to propose: the read is incremental, and a pass after a 10,000-run
         # import that skipped it left the first pass clients wait for to read it all (~0.5 s).
@@ -241,13 +241,13 @@ def _write(
         experiment = planning.lock_running(session, claim.experiment_id)
         if experiment is None or not planning.holds_lease(session, claim):
             return None
-        now = planning.run_counts(session, experiment.id)
-        spent = spent_budgets(session=session, experiments=[experiment])[experiment.id]
+        stats = run_stats(session=session, experiments=[experiment])[experiment.id]
+        now = stats.search_counts
         new = planning.save_proposals(
             session,
             experiment,
             candidates,
-            remaining=experiment.budget - spent,
+            remaining=experiment.budget - stats.spent,
             planned_on=planned_on,
             n_created=sum(now.values()),
         )

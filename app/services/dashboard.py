@@ -193,26 +193,25 @@ class _PlotCache:
 _plots = _PlotCache()
 
 
-def _version(session: Session, experiment: Experiment, rec: Recommendation | None) -> tuple[Any, ...]:
+def _version(
+    session: Session, experiment: Experiment, rec: Recommendation | None, stats: experiment_service.RunStats
+) -> tuple[Any, ...]:
     """Changes whenever a plot would: succeeded is a final status, so count and newest id identify the set."""
-    n_succeeded, newest = session.execute(
-        select(func.count(), func.max(Run.id)).where(
-            Run.experiment_id == experiment.id, Run.status == RunStatus.SUCCEEDED
-        )
-    ).one()
     n_sessions, session_change = session.execute(
         select(func.count(), func.max(OnlineSession.updated_at)).where(
             OnlineSession.experiment_id == experiment.id
         )
     ).one()
     where = (str(session.get_bind().engine.url), experiment.id, experiment.created_at)
-    return (*where, n_succeeded, newest, rec.id if rec else None, n_sessions, session_change, MAX_PLOT_RUNS)
+    runs = (stats.counts.get(RunStatus.SUCCEEDED, 0), stats.newest_succeeded)
+    return (*where, *runs, rec.id if rec else None, n_sessions, session_change, MAX_PLOT_RUNS)
 
 
 def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     rec = latest_recommendation(session=session, experiment=experiment)
-    key = _version(session, experiment, rec)
-    current = summary(session, experiment)
+    stats = experiment_service.run_stats(session=session, experiments=[experiment])
+    current = _summary(experiment_service.to_out(session=session, experiments=[experiment], stats=stats)[0])
+    key = _version(session, experiment, rec, stats[experiment.id])
     # A fit plot still being drawn is attached to the same recommendation row later: not kept.
     cached = _plots.get_or_draw(
         key, lambda: _draw(session, experiment, rec, current), keep=lambda d: d.fit.note != FIT_DRAWING

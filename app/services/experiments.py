@@ -182,17 +182,20 @@ def list_experiments(
 
 @dataclass(frozen=True)
 class RunStats:
-    """What an experiment's summary shows of its runs."""
+    """What an experiment's summary, its dashboard and its planner read of its runs."""
 
     counts: dict[str, int]  # runs per status, a scale prediction's ladder included
+    search_counts: dict[str, int]  # runs per status of the search alone (what the planner plans)
     best_loss: float | None  # lowest target loss of a succeeded search run
     spent: float  # budget used, in target-fidelity-equivalent runs (see ``run_stats``)
+    newest_succeeded: int | None  # id of the newest succeeded run: with the count, names the set
 
 
 def run_stats(*, session: Session, experiments: list[Experiment]) -> dict[int, RunStats]:
-    """Run counts, best loss and spent budget for many experiments, in one grouped pass over their runs
-    (every dashboard GET reads them fresh; at a 10,000-run history one pass instead of four halves
-    the database's work).
+    """Run counts, best loss and spent budget for many experiments, in one grouped pass over their runs.
+
+    At a 10,000-run history such a pass is the database's largest cost (~10 ms, the experiment's whole
+    heap): every dashboard GET and every planning pass reads these fresh, so each reads them once.
 
     Spent budget counts live and finished runs (imported ones are free unless imported with
     ``count_budget``) in target-fidelity-equivalent runs; a scale prediction's ladder runs count their
@@ -200,36 +203,41 @@ def run_stats(*, session: Session, experiments: list[Experiment]) -> dict[int, R
     """
     by_id = {e.id: e for e in experiments}
     counts: dict[int, dict[str, int]] = {i: {} for i in by_id}
+    search_counts: dict[int, dict[str, int]] = {i: {} for i in by_id}
     best: dict[int, float] = {}
+    newest: dict[int, int] = {}
     spent = dict.fromkeys(by_id, 0.0)
     charged = or_(Run.origin != RunOrigin.IMPORT, Run.counts_budget).label("charged")
     search = search_run().label("search")
     rows = session.execute(
         select(Run.experiment_id, Run.status, Run.fidelity, charged, search)
-        .add_columns(func.count(), func.min(Run.target_loss), func.sum(Run.cost))
+        .add_columns(func.count(), func.min(Run.target_loss), func.sum(Run.cost), func.max(Run.id))
         .where(Run.experiment_id.in_(by_id))
         .group_by(Run.experiment_id, Run.status, Run.fidelity, charged, search)
     )
-    for exp_id, status, fid, is_charged, is_search, n, lowest, flops in rows:
+    for exp_id, status, fid, is_charged, is_search, n, lowest, flops, last_id in rows:
         counts[exp_id][status] = counts[exp_id].get(status, 0) + n
-        if is_search and status == RunStatus.SUCCEEDED and lowest is not None:
-            best[exp_id] = min(best.get(exp_id, lowest), lowest)
+        if is_search:
+            search_counts[exp_id][status] = search_counts[exp_id].get(status, 0) + n
+        if status == RunStatus.SUCCEEDED:
+            newest[exp_id] = max(newest.get(exp_id, last_id), last_id)
+            if is_search and lowest is not None:
+                best[exp_id] = min(best.get(exp_id, lowest), lowest)
         if is_charged and status in (*LIVE_RUNS, RunStatus.SUCCEEDED):
             experiment = by_id[exp_id]
             if is_search:
                 spent[exp_id] += experiment.run_units(fid) * n
             else:
                 spent[exp_id] += float(flops or 0.0) / experiment.target_fidelity.cost
-    return {i: RunStats(counts[i], best.get(i), spent[i]) for i in by_id}
+    return {i: RunStats(counts[i], search_counts[i], best.get(i), spent[i], newest.get(i)) for i in by_id}
 
 
-def spent_budgets(*, session: Session, experiments: list[Experiment]) -> dict[int, float]:
-    """Budget used per experiment (``run_stats``)."""
-    return {i: stats.spent for i, stats in run_stats(session=session, experiments=experiments).items()}
-
-
-def to_out(*, session: Session, experiments: list[Experiment]) -> list[ExperimentOut]:
-    stats = run_stats(session=session, experiments=experiments)
+def to_out(
+    *, session: Session, experiments: list[Experiment], stats: dict[int, RunStats] | None = None
+) -> list[ExperimentOut]:
+    """The experiments as the API shows them (``stats``: their ``run_stats``, if already read)."""
+    if stats is None:
+        stats = run_stats(session=session, experiments=experiments)
     out = []
     for e in experiments:
         data = {c: getattr(e, c) for c in ExperimentOut.model_fields if hasattr(e, c) and c != "domains"}
