@@ -52,6 +52,15 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="server processes (service mode only: requests use every core)")
     ] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="a log line per request; off by default, as in gunicorn: at hundreds of asks and tells a "
+            "second, formatting those lines is a visible share of the server's CPU. Server errors are "
+            "logged either way",
+        ),
+    ] = False,
 ) -> None:
     """Run the API server. With MIXLAB_EXECUTOR=embedded (default) it also plans and trains in-process."""
     import uvicorn
@@ -67,7 +76,9 @@ def serve(
         )
     if migrate_first:
         upgrade(settings.database_url)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=host, port=port, workers=workers, access_log=access_log
+    )
 
 
 @cli.command()
