@@ -81,11 +81,13 @@ def plan(experiment_id: int, job: PlanJob) -> int:
 
 
 def _min_interval(claim: planning.Claim, settings: Settings) -> float:
-    """Seconds from one pass's end to the next's start. A refit also waits as long as it last took: at
-    most half a planner's time goes to interim recommendations (progress reports, however often the
-    history grows), the rest to proposals, which keep clients and workers busy."""
+    """Seconds from one pass's end to the next's start. A refit also waits in proportion to how long it
+    last took: interim recommendations are progress reports, and at a 10,000-run history each one fits
+    for seconds on every core, which a stream of results would otherwise repeat back to back. At most
+    ``refit_duty`` of a planner's time goes to them, whatever the growth of the history."""
     if claim.job == PlanJob.REFIT:
-        return max(settings.planner_min_interval_s, claim.last_duration_s)
+        pause = claim.last_duration_s * (1 / settings.refit_duty - 1)
+        return max(settings.planner_min_interval_s, pause)
     return settings.planner_min_interval_s
 
 

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     refit_growth: float = Field(
         default=0.1, description="refit once the history grew by this share (or by parallelism runs)"
     )
+    refit_duty: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="interim refits (progress reports) take at most this share of a planner's time: "
+        "after one that took t seconds the next waits t·(1/share − 1). The final recommendation "
+        "is always fitted on the whole history",
+    )
     embedded_trainer: bool = Field(
         default=True, description="embedded mode: also train worker runs in-process (planning always runs)"
     )
