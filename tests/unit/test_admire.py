@@ -10,7 +10,7 @@ import torch
 from botorch.acquisition import PosteriorMean
 from botorch.models import SingleTaskGP
 
-from strategies import Candidate, Fidelity, Observation, SearchSpace, get_strategy
+from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError, get_strategy
 from strategies import botorch_utils as bt
 from strategies.admire import Admire, feasible_set
 from strategies.mf_acquisition import cost_utility
@@ -327,3 +327,15 @@ def test_the_target_level_s_uncertainty_shrinks_with_target_runs() -> None:
     assert level_variance(fit_model(sp, cheap_runs, coords, 512), x, []) == float("inf")
     one, eight = level_var(1), level_var(8)
     assert 0 < eight < one < float("inf")
+
+
+def test_std_scale_widens_the_reported_std_and_nothing_else() -> None:
+    sp = capped_space()
+    history = random_history(sp, 16)
+    plain = Admire(pool_size=128, shortlist=16, std_scale=1.0).recommend(sp, history)
+    wide = Admire(pool_size=128, shortlist=16, std_scale=2.5).recommend(sp, history)
+    assert plain.std is not None and wide.std is not None and plain.std > 0
+    assert wide.std == pytest.approx(2.5 * plain.std)
+    assert wide.weights == plain.weights and wide.predicted_loss == plain.predicted_loss
+    with pytest.raises(StrategyError, match="std_scale"):
+        Admire(std_scale=0.0)
