@@ -194,8 +194,9 @@ class RunStats:
 def run_stats(*, session: Session, experiments: list[Experiment]) -> dict[int, RunStats]:
     """Run counts, best loss and spent budget for many experiments, in one grouped pass over their runs.
 
-    At a 10,000-run history such a pass is the database's largest cost (~10 ms, the experiment's whole
-    heap): every dashboard GET and every planning pass reads these fresh, so each reads them once.
+    Such a pass reads the experiment's whole heap; at a 10,000-run history it was the database's largest
+    cost under ``bench/api_load.py``. Every dashboard GET and every planning pass reads these fresh, so
+    each reads them once.
 
     Spent budget counts live and finished runs (imported ones are free unless imported with
     ``count_budget``) in target-fidelity-equivalent runs; a scale prediction's ladder runs count their
