@@ -17,6 +17,7 @@ from app.api import openapi
 from app.api.hardening import Hardening
 from app.api.routes import experiments, health, insights, online, runs, strategies
 from app.core.config import get_settings
+from app.core.db import warm_up
 from app.dashboard import routes as dashboard
 from app.errors import MixlabError, NotReady
 from app.services.dispatch import Polling, set_dispatcher
@@ -61,12 +62,14 @@ def _unavailable(exc: DBAPIError) -> bool:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Wire the hand-off of work for this process: Celery messages in service mode; in embedded mode the
-    in-process worker (planner threads, and a trainer unless ``MIXLAB_EMBEDDED_TRAINER=false``)."""
+    """Warm the database connection, then wire the hand-off of work for this process: Celery messages in
+    service mode; in embedded mode the in-process worker (planner threads, and a trainer unless
+    ``MIXLAB_EMBEDDED_TRAINER=false``)."""
     from workers.dispatch import CeleryDispatcher
     from workers.embedded import EmbeddedWorker
 
     settings = get_settings()
+    warm_up()
     if settings.executor == "celery":
         set_dispatcher(CeleryDispatcher())
         try:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
 from app.core.config import get_settings
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache
@@ -62,6 +65,19 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_conn)
         except engine.dialect.loaded_dbapi.Error as e:
             raise DisconnectionError(f"pooled connection is dead: {e}") from e  # the pool reconnects
+
+
+def warm_up() -> None:
+    """Configure the ORM and open the pool's first connection before the first request. In a fresh
+    server process the first request paid for both (the first connection also initialises the
+    dialect), and every request that arrived meanwhile waited behind it: after a start, or in a second
+    ``--workers`` process, the first burst of asks queued for hundreds of milliseconds."""
+    configure_mappers()
+    try:
+        with get_engine(get_settings().database_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except DBAPIError as e:
+        log.warning("the database is not reachable at start-up; requests will retry: %s", e)
 
 
 @lru_cache
