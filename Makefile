@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install browser demo test lint test-fast bench bench-reliability serve worker clean
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e clients/python -e '.[dev,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e clients/python -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
