@@ -4,8 +4,9 @@ The general path (``runs.ask`` / ``runs.complete`` on an experiment loaded throu
 round trips and ORM loads per request, and at 10,000 runs with 16 clients that CPU is what bounds the
 server (``bench/api_load.py`` prints the CPU per ask+tell pair by role). Here the key check, the
 experiment's conditions and the lease (or the result) are one UPDATE … RETURNING, from statements built
-once. What a request needs of the experiment and that never changes once it runs (domain names, target
-weights, fidelity costs) is remembered per process. Anything else — an experiment's first request in
+once and run on the session's connection, past the ORM's execution layer, which these Core statements
+do not need. What a request needs of the experiment and that never changes once it runs (domain names,
+target weights, fidelity costs) is remembered per process. Anything else — an experiment's first request in
 this process, nothing ready to lease, a bad key, a lost lease, a finished experiment — takes the general
 path, which answers exactly as before.
 """
@@ -148,7 +149,7 @@ def ask(*, key: str, experiment_id: int, wait_s: float) -> AskOut:
             now, token = utcnow(), uuid.uuid4().hex
             until = now + timedelta(seconds=get_settings().lease_s)
             params = _params(key, experiment_id, facts, now) | {"token": token, "until": until}
-            row = session.execute(_ASK, params).first()
+            row = session.connection().execute(_ASK, params).first()
             if row is not None:
                 return AskOut(run=_run_out(facts.names, row), lease_token=token, lease_expires_at=until)
         experiment = _general(session, key, experiment_id)
@@ -179,7 +180,7 @@ def _tell(key: str, experiment_id: int, run_id: int, result: ResultIn) -> tuple[
                 "cost": result.cost,
                 "wall_s": result.wall_s,
             }
-            row = session.execute(facts.tell, params).first()
+            row = session.connection().execute(facts.tell, params).first()
             if row is not None:
                 session.commit()  # the result is stored before any planning is asked for
                 return _run_out(facts.names, row), request_plan_after(session, experiment_id)

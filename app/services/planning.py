@@ -81,7 +81,7 @@ def request_plan_after(session: Session, experiment_id: int) -> bool:
     already has a request no planner has claimed yet: that planner's claim comes after this read, hence
     after the commit, so its pass sees the change. Under a stream of tells most of them only read,
     instead of queueing on the job rows' lock through each other's commits."""
-    waiting = session.scalar(
+    waiting = session.connection().scalar(  # Core, not the ORM's execution path: once per tell
         select(func.count()).where(
             PlannerJob.experiment_id == experiment_id, PlannerJob.requested > PlannerJob.claimed
         )
