@@ -4,11 +4,12 @@ The general path (``runs.ask`` / ``runs.complete`` on an experiment loaded throu
 round trips and ORM loads per request, and at 10,000 runs with 16 clients that CPU is what bounds the
 server (``bench/api_load.py`` prints the CPU per ask+tell pair by role). Here the key check, the
 experiment's conditions and the lease (or the result) are one UPDATE … RETURNING, from statements built
-once and run on the session's connection, past the ORM's execution layer, which these Core statements
-do not need. What a request needs of the experiment and that never changes once it runs (domain names,
-target weights, fidelity costs) is remembered per process. Anything else — an experiment's first request in
-this process, nothing ready to lease, a bad key, a lost lease, a finished experiment — takes the general
-path, which answers exactly as before.
+once and run on an autocommit connection: no BEGIN and COMMIT round trips around the one statement,
+and none of the ORM's execution layer, which these Core statements do not need. What a request needs
+of the experiment and that never changes once it runs (domain names, target weights, fidelity costs)
+is remembered per process. Anything else — an experiment's first request in this process, nothing
+ready to lease, a bad key, a lost lease, a finished experiment — takes the general path, in a
+transaction, which answers exactly as before.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import BindParameter, Table, Update, and_, bindparam, func, sele
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import autocommit_connection, session_scope
 from app.core.security import hash_key
 from app.errors import InvalidInput
 from app.models import ApiKey, Experiment, Run, utcnow, valid_id
@@ -143,15 +144,16 @@ def _run_out(names: tuple[str, ...], row: Any) -> RunOut:
 
 def ask(*, key: str, experiment_id: int, wait_s: float) -> AskOut:
     """Lease the oldest proposed run (see ``runs.ask`` for what happens when none is ready)."""
+    facts = _remembered.get(experiment_id)
+    if facts is not None:
+        now, token = utcnow(), uuid.uuid4().hex
+        until = now + timedelta(seconds=get_settings().lease_s)
+        params = _params(key, experiment_id, facts, now) | {"token": token, "until": until}
+        with autocommit_connection() as conn:
+            row = conn.execute(_ASK, params).first()
+        if row is not None:
+            return AskOut(run=_run_out(facts.names, row), lease_token=token, lease_expires_at=until)
     with session_scope() as session:
-        facts = _remembered.get(experiment_id)
-        if facts is not None:
-            now, token = utcnow(), uuid.uuid4().hex
-            until = now + timedelta(seconds=get_settings().lease_s)
-            params = _params(key, experiment_id, facts, now) | {"token": token, "until": until}
-            row = session.connection().execute(_ASK, params).first()
-            if row is not None:
-                return AskOut(run=_run_out(facts.names, row), lease_token=token, lease_expires_at=until)
         experiment = _general(session, key, experiment_id)
         run = runs.ask(session=session, experiment=experiment, wait_s=wait_s)
         assert run.lease_expires_at is not None and run.claim_token is not None
@@ -168,22 +170,22 @@ def tell(*, key: str, experiment_id: int, run_id: int, result: ResultIn) -> RunO
 
 
 def _tell(key: str, experiment_id: int, run_id: int, result: ResultIn) -> tuple[RunOut, bool]:
-    with session_scope() as session:
-        facts = _remembered.get(experiment_id)
-        target_loss = _target_loss(facts, result) if valid_id(run_id) else None
-        if facts is not None and target_loss is not None:
-            params = _params(key, experiment_id, facts, utcnow()) | {
-                "run_id": run_id,
-                "token": result.lease_token,
-                "losses": result.losses,
-                "target_loss": target_loss,
-                "cost": result.cost,
-                "wall_s": result.wall_s,
-            }
-            row = session.connection().execute(facts.tell, params).first()
+    facts = _remembered.get(experiment_id)
+    target_loss = _target_loss(facts, result) if valid_id(run_id) else None
+    if facts is not None and target_loss is not None:
+        params = _params(key, experiment_id, facts, utcnow()) | {
+            "run_id": run_id,
+            "token": result.lease_token,
+            "losses": result.losses,
+            "target_loss": target_loss,
+            "cost": result.cost,
+            "wall_s": result.wall_s,
+        }
+        with autocommit_connection() as conn:
+            row = conn.execute(facts.tell, params).first()  # committed: stored before any planning
             if row is not None:
-                session.commit()  # the result is stored before any planning is asked for
-                return _run_out(facts.names, row), request_plan_after(session, experiment_id)
+                return _run_out(facts.names, row), request_plan_after(conn, experiment_id)
+    with session_scope() as session:
         experiment = _general(session, key, experiment_id)
         saved = runs.complete(
             session=session,

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, Table, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Select, Table, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, PlannerJob, Recommendation, Run, search_run, utcnow
@@ -53,8 +53,9 @@ def _held(claim: Claim) -> ColumnElement[bool]:
     )
 
 
-def request_plan(session: Session, experiment_id: int) -> bool:
+def request_plan(session: Session | Connection, experiment_id: int) -> bool:
     """Ask for a planning pass over the newest history; True if a planner must be nudged after commit.
+    In the caller's transaction (a session), or on its own (an autocommit connection).
 
     No nudge is needed while a planner holds a job's lease: this UPDATE row-locks the job until commit,
     so the planner's release comes after it, and the planner then claims again (``requested > done``)."""
@@ -76,19 +77,20 @@ def request_plan(session: Session, experiment_id: int) -> bool:
     return any(until is None or until < now for until in leases)  # as ``_free``
 
 
-def request_plan_after(session: Session, experiment_id: int) -> bool:
-    """``request_plan`` for a change already committed (a tell's result), without writing when every job
-    already has a request no planner has claimed yet: that planner's claim comes after this read, hence
-    after the commit, so its pass sees the change. Under a stream of tells most of them only read,
-    instead of queueing on the job rows' lock through each other's commits."""
-    waiting = session.connection().scalar(  # Core, not the ORM's execution path: once per tell
+def request_plan_after(conn: Connection, experiment_id: int) -> bool:
+    """``request_plan`` for a change already committed (a tell's result), on an autocommit connection,
+    without writing when every job already has a request no planner has claimed yet: that planner's
+    claim comes after this read, hence after the commit, so its pass sees the change. Under a stream
+    of tells most of them only read, instead of queueing on the job rows' lock through each other's
+    commits."""
+    waiting = conn.scalar(
         select(func.count()).where(
             PlannerJob.experiment_id == experiment_id, PlannerJob.requested > PlannerJob.claimed
         )
     )
     if waiting == len(PlanJob):
         return False  # whoever made those requests nudged the planners
-    return request_plan(session, experiment_id)
+    return request_plan(conn, experiment_id)
 
 
 @dataclass(frozen=True)
