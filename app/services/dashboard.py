@@ -56,8 +56,11 @@ class Plotted:
     best: tuple[list[int], list[float]]  # the best-so-far line at the target fidelity
 
 
-def summary(session: Session, experiment: Experiment) -> ExperimentSummary:
-    return _summary(experiment_service.to_out(session=session, experiments=[experiment])[0])
+def summary(
+    session: Session, experiment: Experiment, stats: dict[int, experiment_service.RunStats] | None = None
+) -> ExperimentSummary:
+    """The experiment's summary (``stats``: its ``run_stats``, if already read)."""
+    return _summary(experiment_service.to_out(session=session, experiments=[experiment], stats=stats)[0])
 
 
 def _summary(out: ExperimentOut) -> ExperimentSummary:
@@ -210,7 +213,7 @@ def _version(
 def dashboard(*, session: Session, experiment: Experiment) -> Dashboard:
     rec = latest_recommendation(session=session, experiment=experiment)
     stats = experiment_service.run_stats(session=session, experiments=[experiment])
-    current = _summary(experiment_service.to_out(session=session, experiments=[experiment], stats=stats)[0])
+    current = summary(session, experiment, stats)
     key = _version(session, experiment, rec, stats[experiment.id])
     # A fit plot still being drawn is attached to the same recommendation row later: not kept.
     cached = _plots.get_or_draw(
