@@ -245,7 +245,7 @@ def _write(
             return None
         stats = run_stats(session=session, experiments=[experiment])[experiment.id]
         now = stats.search_counts
-        new = planning.save_proposals(
+        queued = planning.save_proposals(
             session,
             experiment,
             candidates,
@@ -255,8 +255,8 @@ def _write(
         )
         live_now = now.get(RunStatus.QUEUED, 0) + now.get(RunStatus.RUNNING, 0)
         same_history = now.get(RunStatus.SUCCEEDED, 0) == counts.get(RunStatus.SUCCEEDED, 0)
-        finished = not new and live == 0 and live_now == 0 and same_history
-        return Written(new if experiment.executor == Executor.WORKER else [], finished)
+        finished = not queued.count and live == 0 and live_now == 0 and same_history
+        return Written(queued.worker_runs, finished)
 
 
 @dataclass(frozen=True)
