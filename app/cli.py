@@ -99,10 +99,11 @@ def worker(
     """Run a Celery worker (service mode: MIXLAB_BROKER_URL, MIXLAB_DATABASE_URL)."""
     from app.core.config import get_settings
     from workers.celery_app import celery_app
-    from workers.priority import lower_this_session
+    from workers.priority import background, lower_this_session
 
     get_settings().storage_dir.mkdir(parents=True, exist_ok=True)
-    lower_this_session()  # its fits yield to the API's requests (MIXLAB_BACKGROUND_NICE)
+    if background(queues.split(",")):
+        lower_this_session()  # its fits and training yield to the API's requests (MIXLAB_BACKGROUND_NICE)
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", queues]
     if beat:
         argv.append("--beat")

@@ -11,7 +11,7 @@ from celery.signals import worker_process_init
 from app.core.config import get_settings
 from app.services.dispatch import set_dispatcher
 from workers.dispatch import CeleryDispatcher
-from workers.priority import lower_this_thread
+from workers.priority import background, lower_this_thread
 from workers.queues import TRAIN_QUEUE, route
 
 settings = get_settings()
@@ -33,5 +33,7 @@ set_dispatcher(CeleryDispatcher())  # tasks hand their follow-up work to Celery 
 
 @worker_process_init.connect
 def _background_priority(**_: object) -> None:
-    """Each pool process only plans and trains: it yields to an API served on the same machine."""
-    lower_this_thread()
+    """A pool process that trains or refits yields to an API served on the same machine; one of a
+    worker that only proposes does not (``workers.priority``)."""
+    if background(celery_app.amqp.queues.consume_from):
+        lower_this_thread()

@@ -1,7 +1,8 @@
 """The embedded worker: threads in the API (or demo) process that run the same task bodies as Celery.
 
-Three loops, so no kind of work waits behind another: proposals (fast, what ``ask`` waits for), refits
-(slow fits at large histories) and training (minutes per run). Each finds its work in the database
+Three loops, so no kind of work waits behind another: proposals (fast, what ``ask`` waits for, at
+serving priority), refits (slow fits at large histories) and training (minutes per run), both niced
+(``workers.priority``). Each finds its work in the database
 (so it picks up where a crashed process left off) and sleeps until the in-process dispatcher wakes it
 or ``poll_s`` passes.
 """
@@ -31,13 +32,16 @@ log = logging.getLogger(__name__)
 class _Loop:
     """One thread repeating ``step`` (True: did work, go again) and sleeping on ``wake`` otherwise."""
 
-    def __init__(self, name: str, step: Callable[[], bool], poll_s: float, stop: threading.Event) -> None:
+    def __init__(
+        self, name: str, step: Callable[[], bool], poll_s: float, stop: threading.Event, background: bool
+    ) -> None:
         self.wake = threading.Event()
-        self._step, self._poll_s, self._stop = step, poll_s, stop
+        self._step, self._poll_s, self._stop, self._background = step, poll_s, stop, background
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
-        lower_this_thread()  # requests served by this process come first
+        if self._background:
+            lower_this_thread()  # requests served by this process come first
         while not self._stop.is_set():
             try:
                 busy = self._step()
@@ -56,11 +60,12 @@ class EmbeddedWorker:
         self._stop = threading.Event()
         self._last_reap = 0.0
         self.loops = {
-            "propose": _Loop("mixlab-planner", lambda: _plan_one(PlanJob.PROPOSE), poll_s, self._stop),
-            "refit": _Loop("mixlab-refit", lambda: _plan_one(PlanJob.REFIT), poll_s, self._stop),
+            # Proposals are what asks wait for: serving priority (workers.priority).
+            "propose": _Loop("mixlab-planner", lambda: _plan_one(PlanJob.PROPOSE), poll_s, self._stop, False),
+            "refit": _Loop("mixlab-refit", lambda: _plan_one(PlanJob.REFIT), poll_s, self._stop, True),
         }
         if train:
-            self.loops["train"] = _Loop("mixlab-trainer", self._train_one, poll_s, self._stop)
+            self.loops["train"] = _Loop("mixlab-trainer", self._train_one, poll_s, self._stop, True)
 
     def start(self) -> EmbeddedWorker:
         set_dispatcher(InProcessDispatcher(self))

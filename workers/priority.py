@@ -1,9 +1,15 @@
-"""Background work yields the CPU to serving: planner fits and training run at a lower priority.
+"""Background work yields the CPU to serving: interim refits and training run at a lower priority.
 
 On a shared machine (embedded mode, or a small box running the API beside a worker) a refit using every
 core would otherwise slow every request; niced, it takes only the CPU that requests leave idle, and on
 a dedicated worker machine it changes nothing. Linux keeps niceness per thread, and threads started by
 a niced thread inherit it (a fit's thread pool does); where the OS refuses, nothing changes.
+
+Proposing is not background work: once the look-ahead drains, every ask waits for the next propose
+pass. Niced by 10 beside saturated servers, that pass gets about a tenth of the CPU share of each
+(scheduler weight 110 against 1024), crawls, and asks queue behind it (``python bench/api_load.py``:
+the back-to-back ask p99 at 10,000 runs). So the proposal loop, and a worker that consumes only the
+proposal queue, keep serving priority (``background``).
 
 Linux with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on in most distribution
 kernels) first shares the CPU fairly between sessions, and a thread's niceness only counts within its
@@ -18,11 +24,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from app.core.config import get_settings
+from workers.queues import PLAN_QUEUE
 
 log = logging.getLogger(__name__)
+
+
+def background(queues: Iterable[str]) -> bool:
+    """Whether a worker consuming ``queues`` does background work: training or refits (see above)."""
+    return not set(queues) <= {PLAN_QUEUE}
 
 
 def lower_this_thread() -> None:

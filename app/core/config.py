@@ -66,7 +66,8 @@ class Settings(BaseSettings):
         default=10,
         ge=0,
         le=19,
-        description="planning and training threads run this much nicer than serving (0: same priority); "
+        description="refit and training threads run this much nicer than serving (0: same priority; "
+        "proposing, which asks wait for, never runs nicer); "
         "a `mixlab worker` that leads its own session (a service, a container) also lowers that "
         "session's scheduling group, where the kernel groups by session (Linux autogroup)",
     )

@@ -6,6 +6,7 @@ the run back in the queue, and the experiment still finishes with every run succ
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,41 @@ def test_worker_survives_sigkill_mid_run(service_env, tmp_path: Path) -> None:  
     finally:
         worker.stop()
         beat.stop()
+
+
+def test_a_worker_that_only_proposes_keeps_serving_priority(service_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`mixlab worker --queues mixlab-plan` runs its tasks at our priority; a training/refit worker's
+    pool runs niced, and so does its session's scheduling group where the kernel has one."""
+    env = {**service_env, "MIXLAB_BACKGROUND_NICE": "7"}
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    workers = {
+        queues: MixlabProcess(["worker", "--queues", queues], env, tmp_path / f"{queues}.log")
+        for queues in ("mixlab-plan", "mixlab,mixlab-refit")
+    }
+    try:
+        for w in workers.values():
+            wait_for(w.ready, "the worker to start", timeout=60)
+        for queues, w in workers.items():
+            expected = base if queues == "mixlab-plan" else min(19, base + 7)
+            pool = [p for p in _group(w.proc.pid) if p != w.proc.pid]
+            assert pool, "the worker's pool process"
+            assert {os.getpriority(os.PRIO_PROCESS, p) for p in pool} == {expected}, queues
+            group = Path(f"/proc/{w.proc.pid}/autogroup")
+            if group.exists() and group.read_text().strip():
+                assert group.read_text().split()[-1] == ("0" if queues == "mixlab-plan" else "7"), queues
+    finally:
+        for w in workers.values():
+            w.stop()
+
+
+def _group(pgid: int) -> list[int]:
+    """Pids of the processes in process group ``pgid``."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
