@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from strategies import Fidelity, Observation, SearchSpace, Strategy, StrategyError, get_strategy
 from strategies.regmix import RegMix
 from strategies.regression import combine, cross_validate, fit_regressor, fit_with_cv, kfold_indices
-from strategies.simplex import is_feasible
+from strategies.simplex import is_feasible, unseen
 
 DOMAINS = ("a", "b", "c", "d")
 # Synthetic mixing law L(w) = c + Σ k_i exp(t_i w_i): convex, decreasing in every weight.
@@ -62,6 +62,18 @@ def test_proposals_are_feasible_distinct_floored_and_seeded() -> None:
     assert (W == 0).any()  # sparse concentrations do produce zeroed domains
     assert RegMix(min_weight=0.01).propose(space, history, 40, seed=3) == cands
     assert RegMix(min_weight=0.01).propose(space, history, 40, seed=4) != cands
+    # The same seed over a history holding its own draws: every one of them is skipped.
+    again = RegMix(min_weight=0.01).propose(
+        space, history + observe([c.weights for c in cands], "s"), 40, seed=3
+    )
+    assert len(again) == 40 and not {c.weights for c in cands} & {c.weights for c in again}
+
+
+def test_unseen_compares_rows_after_rounding() -> None:
+    seen = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    w = np.array([[0.5, 0.5 + 1e-6, 0.0, 0.0], [0.25, 0.25, 0.25 + 1e-3, 0.25 - 1e-3], [0.0, 0.0, 0.5, 0.5]])
+    assert unseen(w, seen).tolist() == [False, True, True]
+    assert unseen(w, seen[:0]).all()
 
 
 def test_fidelity_param_picks_where_to_propose() -> None:
