@@ -339,3 +339,14 @@ def test_std_scale_widens_the_reported_std_and_nothing_else() -> None:
     assert wide.weights == plain.weights and wide.predicted_loss == plain.predicted_loss
     with pytest.raises(StrategyError, match="std_scale"):
         Admire(std_scale=0.0)
+
+
+def test_the_std_is_that_of_one_run_s_loss() -> None:
+    """The recommendation is spent on one run, whose loss scatters by the target fidelity's noise: the
+    reported std holds that noise, however sure the posterior mean is after many target runs."""
+    sp, sd = space3(), 0.05
+    history = sampled_history(sp, np.random.default_rng(3), (("lo", 8, 0.3, 0.003), ("hi", 40, 0.0, sd)))
+    rec = small().recommend(sp, history)
+    noise = rec.diagnostics["noise_std_hi"]
+    assert sd / 2 < noise < 2 * sd
+    assert rec.std is not None and rec.std >= small().std_scale * noise
