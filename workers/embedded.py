@@ -33,7 +33,7 @@ class _Loop:
     """One thread repeating ``step`` (True: did work, go again) and sleeping on ``wake`` otherwise."""
 
     def __init__(
-        self, name: str, step: Callable[[], bool], poll_s: float, stop: threading.Event, background: bool
+        self, name: str, step: Callable[[], bool], poll_s: float, stop: threading.Event, *, background: bool
     ) -> None:
         self.wake = threading.Event()
         self._step, self._poll_s, self._stop, self._background = step, poll_s, stop, background
@@ -61,11 +61,17 @@ class EmbeddedWorker:
         self._last_reap = 0.0
         self.loops = {
             # Proposals are what asks wait for: serving priority (workers.priority).
-            "propose": _Loop("mixlab-planner", lambda: _plan_one(PlanJob.PROPOSE), poll_s, self._stop, False),
-            "refit": _Loop("mixlab-refit", lambda: _plan_one(PlanJob.REFIT), poll_s, self._stop, True),
+            "propose": _Loop(
+                "mixlab-planner", lambda: _plan_one(PlanJob.PROPOSE), poll_s, self._stop, background=False
+            ),
+            "refit": _Loop(
+                "mixlab-refit", lambda: _plan_one(PlanJob.REFIT), poll_s, self._stop, background=True
+            ),
         }
         if train:
-            self.loops["train"] = _Loop("mixlab-trainer", self._train_one, poll_s, self._stop, True)
+            self.loops["train"] = _Loop(
+                "mixlab-trainer", self._train_one, poll_s, self._stop, background=True
+            )
 
     def start(self) -> EmbeddedWorker:
         set_dispatcher(InProcessDispatcher(self))
