@@ -292,7 +292,7 @@ async def reads(
     url: str, headers: dict[str, str], base: str, clients: int, seconds: float, rate: float, stats: Stats
 ) -> None:
     """Paced GETs of the recommendation, then unpaced dashboard page + data."""
-    page = "/ui/experiments/" + base.rsplit("/", 1)[1]
+    page = f"/ui{base}"  # the dashboard page of the experiment whose API path is ``base``
     cookie = {"Cookie": f"mixlab_key={headers['Authorization'].split()[1]}"}
 
     async def rec_client(i: int) -> None:

@@ -81,8 +81,8 @@ def dedupe(w: np.ndarray, decimals: int = 4) -> np.ndarray:
 
 def unseen(w: np.ndarray, seen: np.ndarray, decimals: int = 4) -> np.ndarray:
     """Mask of the rows of ``w`` equal to no row of ``seen`` after rounding. Rows are compared as raw
-    bytes in one vectorised sort, not as a set of Python tuples, which at a history of 10,000s of runs
-    took a planner pass tens of ms (weights are never negative, so rounding never gives -0.0)."""
+    bytes in one vectorised sort, not as a set of Python tuples rebuilt from the whole history on every
+    planner pass (weights are never negative, so rounding never gives -0.0)."""
     w, seen = np.ascontiguousarray(np.round(w, decimals)), np.ascontiguousarray(np.round(seen, decimals))
     row = np.dtype((np.void, w.dtype.itemsize * w.shape[1]))
     return ~np.isin(w.view(row).ravel(), seen.astype(w.dtype).view(row).ravel())
