@@ -2,8 +2,8 @@
 
 mixlab searches at the proxy scale and recommends for a larger one; that is only worth doing if the
 ranking of mixtures survives the change of scale. On the 7 bundled domains (5 BBC news topics, Python
-code, licence texts; target: the uniform average of every domain's validation loss, weighted as the
-service weights it) this bench
+code, licence texts; target: the uniform average of every domain's validation loss, the service's
+default, or of the domains ``--target`` names) this bench
 
 1. gives every strategy the same proxy budget at the smallest preset ``xs`` (``--proxy-runs`` runs of
    ``--proxy-tokens``, counted in FLOPs, proposed 4 at a time) and takes its recommendation; ``uniform``
@@ -19,8 +19,8 @@ service weights it) this bench
    tokens) and reports how well the law predicts it.
 
 Runs already made at the same preset, tokens, mixture and seed are reused, also across invocations
-(``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh`` retrains). Writes ``artifacts/transfer.png``
-(loss vs training FLOPs; proxy vs target scatter) and every raw result to ``artifacts/transfer.json``; the
+(``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh`` retrains). Writes every raw result to ``--out``
+(``artifacts/transfer.json``) and a PNG beside it (loss vs training FLOPs; proxy vs target scatter); the
 prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
 
     .venv/bin/python bench/transfer.py [--quick] [--proxy-runs 24] [--proxy-tokens 500000] [--seeds 2]
@@ -115,6 +115,7 @@ class Trainer:
                 entry = json.loads(line)
                 if entry["eval_tokens"] == eval_tokens and entry["device"] == device:
                     run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
+                    run.target_loss = space.target_loss(run.losses)  # the journal serves every --target
                     self.runs[self.key(run.preset, entry["asked_tokens"], run.weights, run.seed)] = run
         self.resumed = len(self.runs)
         self.started = time.perf_counter()
@@ -162,7 +163,7 @@ def make_space(data: PreparedData, fidelities: tuple[Fidelity, ...], args: argpa
     return SearchSpace(
         domains=data.domains,
         tokens=tuple(data.train_tokens[d] for d in data.domains),
-        target={d: 1 / len(data.domains) for d in data.domains},  # the service's default target
+        target={d: 1 / len(args.target) for d in args.target},
         fidelities=fidelities,
         max_epochs=MAX_EPOCHS,
         target_tokens=args.transfer_tokens,  # a recommendation must be trainable at the transfer scale
@@ -410,6 +411,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help=f"give admire a 2nd fidelity, {PROXY} at 1/4 of the tokens",
     )
+    add(
+        "--target",
+        default="all",
+        help="comma-separated domains whose mean validation loss is the target; all (default): every "
+        "domain, the service's default target",
+    )
     add("--fresh", action="store_true", help="retrain every run instead of reading back finished ones")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
     add("--out", type=Path, default=Path("artifacts/transfer.json"), help="raw results (default %(default)s)")
@@ -438,6 +445,9 @@ def main() -> None:
         journal.unlink(missing_ok=True)
     eval_tokens = eval_tokens_for(data, args.scale)
     args.vocab, device = data.vocab_size, str(resolve_device(args.device))
+    args.target = data.domains if args.target == "all" else tuple(args.target.split(","))
+    if unknown := sorted(set(args.target) - set(data.domains)):
+        raise SystemExit(f"--target: unknown domains {unknown}; known: {', '.join(data.domains)}")
     space = make_space(data, (fidelity(PROXY, args.proxy_tokens, args.vocab),), args)
     trainer = Trainer(data, space, device, eval_tokens, journal)
     print(
@@ -447,7 +457,7 @@ def main() -> None:
     )
     print(
         f"proxy budget {args.proxy_runs} x {PROXY} at {args.proxy_tokens:,} tokens; transfer: {TARGET} at "
-        f"{args.transfer_tokens:,} tokens, seeds {args.seeds}; target: mean over {len(data.domains)} domains"
+        f"{args.transfer_tokens:,} tokens, seeds {args.seeds}; target: mean loss of {', '.join(args.target)}"
     )
 
     strategies = proxy_phase(args.names, data, args, trainer)
@@ -482,7 +492,8 @@ def main() -> None:
     if best:
         ladder_mixtures = {best: strategies[best]["weights"], **ladder_mixtures}
     ladder = ladder_phase(ladder_mixtures, args, trainer)
-    plot(ARTIFACTS / "transfer.png", ladder, table, rho, args)
+    out = args.out if args.out.is_absolute() else ROOT / args.out
+    plot(out.with_suffix(".png"), ladder, table, rho, args)
 
     preds = ladder["predictions"].values()
     result = {
@@ -512,10 +523,9 @@ def main() -> None:
     report |= {"domains": {d: [data.train_tokens[d], data.val_tokens[d]] for d in data.domains}}
     report |= {"transfer": table, "ladder": ladder, "speed": speed, "result": result}
     report |= {"runs": [asdict(r) for r in trainer.runs.values()], "wall_s": time.perf_counter() - started}
-    out = args.out if args.out.is_absolute() else ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(f"wrote artifacts/transfer.png and {args.out}; {time.perf_counter() - started:.0f} s in all")
+    print(f"wrote {args.out} and its .png; {time.perf_counter() - started:.0f} s in all")
     print(
         "RESULT "
         + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
