@@ -317,6 +317,25 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     return out
 
 
+def beyond_noise(
+    table: dict[str, dict], best: str | None, unique: list[dict], seeds: int
+) -> tuple[float, float]:
+    """How far the best learned strategy's mean target loss is below the better of uniform's and
+    natural's, in loss and in standard errors of a difference of two ``seeds``-run means, with the seed
+    std pooled over every re-trained mixture (two seeds each say little about their own spread)."""
+    fixed = [float(np.mean(table[n]["target"])) for n in FIXED if n in table]
+    if best is None or not fixed:
+        return float("nan"), float("nan")
+    margin = min(fixed) - float(np.mean(table[best]["target"]))
+    pooled = float(np.sqrt(np.mean([std(r["target"]) ** 2 for r in unique])))
+    z = margin / (pooled * np.sqrt(2 / seeds)) if seeds > 1 and pooled > 0 else float("nan")
+    print(
+        f"best learned ({best}) is {margin:+.4f} below the better of {' and '.join(FIXED)}: {z:.1f} standard "
+        f"errors of a difference of two {seeds}-seed means (seed std pooled over the mixtures {pooled:.4f})"
+    )
+    return margin, float(z)
+
+
 def fmt(weights: tuple[float, ...], domains: tuple[str, ...]) -> str:
     return " ".join(f"{d[:5]}={w:.2f}" for d, w in zip(domains, weights, strict=True))
 
@@ -488,6 +507,7 @@ def main() -> None:
 
     learned = [n for n in args.names if n in LEARNED]
     best = min(learned, key=lambda n: float(np.mean(table[n]["target"]))) if learned else None
+    margin, margin_z = beyond_noise(table, best, unique, len(args.seeds))
     ladder_mixtures = {n: get_strategy(n).recommend(space, []).weights for n in FIXED}
     if best:
         ladder_mixtures = {best: strategies[best]["weights"], **ladder_mixtures}
@@ -501,6 +521,8 @@ def main() -> None:
         "rho_half_proxy": rho_half,
         "best_learned": best or "none",
         "best_learned_loss": float(np.mean(table[best]["target"])) if best else float("nan"),
+        "margin_vs_fixed": margin,
+        "margin_z": margin_z,
         **{n: float(np.mean(table[n]["target"])) if n in table else float("nan") for n in FIXED},
         "scale_pred_rel_err": float(np.mean([p["rel_err"] for p in preds])) if preds else float("nan"),
         "scale_in_band": f"{sum(p['in_band'] for p in preds)}/{len(ladder_mixtures)}",
