@@ -71,13 +71,24 @@ class Scale:
     proxy_runs: int
     proxy_tokens: int
     transfer_mixtures: int
+    cuda_proxy_tokens: int | None = None  # the proxy_tokens default on a CUDA device
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy overrides
 
 
 # 16 sampled mixtures (issue 22): 44 runs of s at 2M tokens, about an hour on 2 quiet cores. Proxies of
-# 250k tokens (122 steps of xs) were too short to rank mixtures as s at 1M does: on them the code-heavy
-# mixtures looked best, at s uniform was (the rho_half_proxy figure measures this in every full run).
-FULL = Scale(None, 3_000_000, 16_384, proxy_runs=24, proxy_tokens=500_000, transfer_mixtures=16)
+# 250k tokens (122 steps of xs) are too short: in bench/data/two_fidelity_runs.csv they rank a code-heavy
+# mixture first where s at 1M tokens ranks uniform first (rho_half_proxy measures this in every run).
+# On CUDA, time allows longer runs, but not the corpus: beyond 4 x 1.4M tokens uniform weights would
+# repeat the smallest topic (200k tokens) more than max_epochs times.
+FULL = Scale(
+    None,
+    3_000_000,
+    16_384,
+    proxy_runs=24,
+    proxy_tokens=500_000,
+    transfer_mixtures=16,
+    cuda_proxy_tokens=1_000_000,
+)
 _FAST_FIT = {"model": "lightgbm", "folds": 2, "regressor_params": {"n_estimators": 50}}
 QUICK_FITS = {"regmix": {**_FAST_FIT, "n_search": 1000}, "climb": {**_FAST_FIT, "pool_size": 1000}}
 QUICK = Scale(
@@ -414,7 +425,8 @@ def parse_args() -> argparse.Namespace:
     add(
         "--proxy-tokens",
         type=int,
-        help=f"per proxy run, x4 at scale (default {FULL.proxy_tokens}, quick {q.proxy_tokens})",
+        help=f"per proxy run, x4 at scale (default {FULL.proxy_tokens}, {FULL.cuda_proxy_tokens} on CUDA, "
+        f"quick {q.proxy_tokens})",
     )
     add(
         "--transfer-mixtures",
@@ -442,8 +454,6 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.scale = QUICK if args.quick else FULL
     args.proxy_runs = args.proxy_runs or args.scale.proxy_runs
-    args.proxy_tokens = args.proxy_tokens or args.scale.proxy_tokens
-    args.transfer_tokens = 4 * args.proxy_tokens
     args.transfer_mixtures = args.transfer_mixtures or args.scale.transfer_mixtures
     args.seeds = list(range(args.seeds))
     args.names = [s for s in args.strategies.split(",") if s]
@@ -464,6 +474,9 @@ def main() -> None:
         journal.unlink(missing_ok=True)
     eval_tokens = eval_tokens_for(data, args.scale)
     args.vocab, device = data.vocab_size, str(resolve_device(args.device))
+    gpu_default = args.scale.cuda_proxy_tokens if device.startswith("cuda") else None
+    args.proxy_tokens = args.proxy_tokens or gpu_default or args.scale.proxy_tokens
+    args.transfer_tokens = 4 * args.proxy_tokens
     args.target = data.domains if args.target == "all" else tuple(args.target.split(","))
     if unknown := sorted(set(args.target) - set(data.domains)):
         raise SystemExit(f"--target: unknown domains {unknown}; known: {', '.join(data.domains)}")
