@@ -3,7 +3,7 @@
 The 7 bundled domains of ``bench/transfer.py`` (5 BBC news topics, Python code, licence texts), its corpus,
 trainer and target (the uniform average of every domain's validation loss). Two fidelities:
 
-- cheap: preset ``xs`` at 250,000 tokens (the transfer bench's proxy scale),
+- cheap: preset ``xs`` at 250,000 tokens (the transfer bench's proxy length when the table was made),
 - target: preset ``s`` at 1,000,000 tokens (4x the tokens, the next preset).
 
 Mixtures: uniform and natural weights, then RegMix's proposals (``propose(space, [], N, seed=0)`` over the
@@ -69,6 +69,7 @@ from strategies.base import SearchSpace  # noqa: E402
 
 DEFAULT_OUT = Path("bench/data/two_fidelity_runs.csv")
 QUICK_OUT = Path("artifacts/two_fidelity_runs_quick.csv")
+CHEAP_TOKENS = 250_000  # the cheap fidelity of the stored table (bench/transfer.py now defaults to 500,000)
 SEED = 0
 FIXED = ("uniform", "natural")
 
@@ -166,10 +167,10 @@ def main() -> None:
     cache = ARTIFACTS / "transfer_cache" / ("quick" if args.quick else "full")
     data = build_data(cache, args.scale)
     vocab, device, domains = data.vocab_size, str(resolve_device(args.device)), data.domains
-    cheap_tokens = args.scale.proxy_tokens
+    cheap_tokens = args.scale.proxy_tokens if args.quick else CHEAP_TOKENS
     target_tokens = 4 * cheap_tokens
     # The transfer bench's space at the cheap fidelity; its recommendations must fit the target tokens.
-    space_args = argparse.Namespace(transfer_tokens=target_tokens, proxy_runs=args.cheap)
+    space_args = argparse.Namespace(transfer_tokens=target_tokens, proxy_runs=args.cheap, target=data.domains)
     space = make_space(data, (fidelity(PROXY, cheap_tokens, vocab),), space_args)
     eval_tokens = eval_tokens_for(data, args.scale)
     trainer = QuietTrainer(data, space, device, eval_tokens, cache / "runs.jsonl")
