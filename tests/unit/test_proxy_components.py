@@ -178,14 +178,12 @@ def test_tqdm_progress_follows_the_steps(capsys: pytest.CaptureFixture[str]) -> 
     assert "unit" in out and "10/10" in out and "loss=4.000" in out
 
 
-def test_training_steps_reuse_freed_memory_instead_of_faulting_it_back_in() -> None:
-    """Run in a fresh process: glibc's defaults fault ~8k pages back in on every xs step here."""
-    script = """
+_FAULTS_PER_STEP = """
 import resource, sys, torch
 from proxy_models.device import retain_freed_memory
 from proxy_models.model import GPT, batch_loss
 from proxy_models.presets import PRESETS
-if not retain_freed_memory():
+if sys.argv[1] == "tuned" and not retain_freed_memory():
     sys.exit(3)
 p = PRESETS["xs"]
 model = GPT(p.model_config())
@@ -204,9 +202,27 @@ for _ in range(5):
     step()
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def _faults_per_step(allocator: str) -> float | None:
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_PER_STEP, allocator], capture_output=True, text=True, timeout=120
+    )
     if out.returncode == 3:
-        pytest.skip("not glibc: malloc cannot be tuned")
+        return None
     assert out.returncode == 0, out.stderr
-    logits_pages = PRESETS["xs"].batch_tokens * 4096 * 2 // 4096  # one bf16 logits tensor
-    assert float(out.stdout) < logits_pages / 4  # measured ~300 a step, against ~8,500 by default
+    return float(out.stdout)
+
+
+def test_training_steps_reuse_freed_memory_instead_of_faulting_it_back_in() -> None:
+    """Each count comes from a fresh process, so the glibc defaults are measured in the same environment.
+
+    The absolute counts vary with the machine (~300 a step tuned against ~8,500 by default on one,
+    ~1,100 tuned on another); the ratio is what the tuning is for.
+    """
+    tuned = _faults_per_step("tuned")
+    if tuned is None:
+        pytest.skip("not glibc: malloc cannot be tuned")
+    default = _faults_per_step("default")
+    assert default is not None
+    assert tuned < default / 3, (tuned, default)
