@@ -317,7 +317,10 @@ class PredictedLoss(BaseModel):
     """A run's loss at a scale the ladder never trained, from its scaling law."""
 
     loss: float
-    low: float = Field(description="the band's lower end (90 % of bootstrap refits with seed noise)")
+    low: float = Field(
+        description="the band's lower end: 90 % of bootstrap refits with seed noise, widened by the law's "
+        "backtested extrapolation error"
+    )
     high: float
     params: int = Field(description="non-embedding parameters it is predicted for")
     tokens: int
@@ -418,6 +421,11 @@ class ScalePredictionOut(BaseModel):
     n0: float | None = None
     d0: float | None = None
     rmse: float | None = Field(None, description="in-sample error of the law over the ladder's runs")
+    backtest_rel_err: float | None = Field(
+        None,
+        description="relative RMS error of the law predicting each mixture's largest rung from the rest of "
+        "the ladder; the band widens by it, grown with the distance to the target (none: too short a ladder)",
+    )
     predictions: dict[str, PredictedLoss] = Field(
         default_factory=dict, description="label → loss at (target_params, target_tokens); once fitted"
     )

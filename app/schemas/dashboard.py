@@ -175,4 +175,5 @@ class ScalePlot(BaseModel):
     runs_done: int
     runs_total: int
     exponents: str | None
+    backtest_rel_err: float | None  # the law's error on each mixture's top rung, fitted without it
     series: list[ScaleSeries]

@@ -353,6 +353,7 @@ def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot | None:
         runs_done=out.runs.get(RunStatus.SUCCEEDED, 0),
         runs_total=sum(out.runs.values()),
         exponents=out.exponents,
+        backtest_rel_err=out.backtest_rel_err,
         series=series,
     )
 

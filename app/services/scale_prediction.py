@@ -240,6 +240,7 @@ def to_out(*, session: Session, experiment: Experiment, row: ScalePrediction) ->
         n0=fit.get("n0"),
         d0=fit.get("d0"),
         rmse=fit.get("rmse"),
+        backtest_rel_err=(fit.get("backtest") or {}).get("rel_rms"),
         predictions={label: _predicted(row, p) for label, p in (result.get("predictions") or {}).items()},
         created_at=row.created_at,
         finished_at=row.finished_at,

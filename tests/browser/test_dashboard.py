@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -371,7 +372,9 @@ def test_scale_prediction_draws_loss_against_compute(live: LiveServer, watch: Pa
     prediction_id = _finished_ladder(exp["id"])
     page.reload()
     page.wait_for_selector("#plot-scale.js-plotly-plot svg.main-svg", timeout=30_000)
-    assert f"Prediction #{prediction_id} · done · ladder runs 8 / 8" in page.inner_text("#scale-status")
+    status = page.inner_text("#scale-status")
+    assert f"Prediction #{prediction_id} · done · ladder runs 8 / 8" in status
+    assert re.search(r"backtest error \d+\.\d %", status), status
     legend = page.text_content("#plot-scale .legend") or ""
     for name in ("recommended runs", "recommended law", "recommended at target", "uniform at target"):
         assert name in legend

@@ -86,6 +86,7 @@ def test_ladder_runs_through_the_queue_and_the_recommendation_carries_the_predic
     assert done["status"] == "done", done
     assert done["runs"] == {"succeeded": 12} and len(done["points"]) == 12
     assert done["exponents"] in ("shared", "separate") and set(done["laws"]) == set(done["mixtures"])
+    assert done["backtest_rel_err"] > 0  # four rungs: the top one is predicted from the other three
     for p in done["predictions"].values():
         assert p["low"] <= p["loss"] <= p["high"] and p["params"] == 100_000_000
     # The larger rungs learn more: the law sees the loss fall with tokens.
@@ -94,6 +95,7 @@ def test_ladder_runs_through_the_queue_and_the_recommendation_carries_the_predic
 
     plot = api.get(f"{base}/dashboard/scale", headers=auth).json()
     assert plot["status"] == "done" and plot["runs_done"] == plot["runs_total"] == 12
+    assert plot["backtest_rel_err"] == done["backtest_rel_err"]
     for series in plot["series"]:
         assert len(series["compute"]) == 4 and len(series["curve_loss"]) > 10
         assert series["curve_compute"][-1] == pytest.approx(series["target_compute"])
