@@ -29,6 +29,7 @@ prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -306,18 +307,23 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
         print(f"\nscaling law: no fit ({exc})")
         return out
     out["fit"] = fit.to_json()
+    backtest = "none" if fit.backtest is None else f"{fit.backtest.rel_rms:.2%}"
     print(
-        f"\nscaling law fitted on {len(fit_on)} ladder runs ({fit.exponents} exponents, rmse {fit.rmse:.4f})"
+        f"\nscaling law fitted on {len(fit_on)} ladder runs ({fit.exponents} exponents, rmse {fit.rmse:.4f}, "
+        f"backtest error {backtest}; in brackets the band, then the bootstrap's part of it alone)"
     )
+    bootstrap_only = dataclasses.replace(fit, backtest=None)
     for p in held:
         pred = fit.predict(p.mixture, p.params, p.tokens)
+        boot = bootstrap_only.predict(p.mixture, p.params, p.tokens)
         rel, ok = abs(pred.loss - p.loss) / p.loss, pred.low <= p.loss <= pred.high
         out["predictions"][p.mixture] = {**asdict(pred), "truth": p.loss, "rel_err": rel, "in_band": ok}
         out["predictions"][p.mixture] |= {"params": p.params, "tokens": p.tokens}
+        out["predictions"][p.mixture] |= {"bootstrap_band": [boot.low, boot.high]}
         print(
             f"  {p.mixture:<8} held out: {LADDER[-1]} at {p.tokens:,} tokens: predicted {pred.loss:.4f} "
-            f"[{pred.low:.4f}, {pred.high:.4f}], truth {p.loss:.4f}: error {rel:.2%}, "
-            + ("inside the band" if ok else "OUTSIDE the band")
+            f"[{pred.low:.4f}, {pred.high:.4f}] [{boot.low:.4f}, {boot.high:.4f}], truth {p.loss:.4f}: "
+            f"error {rel:.2%}, " + ("inside the band" if ok else "OUTSIDE the band")
         )
     grid = np.geomspace(min(p.tokens for p in points), max(p.tokens for p in points), 24)
     for label in mixtures:
@@ -539,6 +545,9 @@ def main() -> None:
         **{n: float(np.mean(table[n]["target"])) if n in table else float("nan") for n in FIXED},
         "scale_pred_rel_err": float(np.mean([p["rel_err"] for p in preds])) if preds else float("nan"),
         "scale_in_band": f"{sum(p['in_band'] for p in preds)}/{len(ladder_mixtures)}",
+        "scale_backtest_rel_err": ((ladder.get("fit") or {}).get("backtest") or {}).get(
+            "rel_rms", float("nan")
+        ),
         "seed_std": seed_std,
     }
     speed = {}
