@@ -16,7 +16,8 @@ default, or of the domains ``--target`` names) this bench
    much the proxies' length matters (``rho_half_proxy``);
 3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed)
    for the best learned mixture, uniform and natural, holds out each one's largest rung (m at the most
-   tokens) and reports how well the law predicts it.
+   tokens) and reports how well the law predicts it, and whether its 90 % band holds the truth (beside
+   the band, the part of it that the bootstrap alone gives, without the law's backtested error).
 
 Runs already made at the same preset, tokens, mixture and seed are reused, also across invocations
 (``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh`` retrains). Writes every raw result to ``--out``
