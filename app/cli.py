@@ -445,7 +445,9 @@ def experiment_predict_scale(
     if pred["error"]:
         typer.echo(f"scale prediction {pred['status']}: {pred['error']}", err=True)
     scale = f"{pred['target_params'] / 1e6:,.0f}M params, {pred['target_tokens'] / 1e9:,.3g}B tokens"
-    typer.echo(f"predicted loss at {scale} (90% band), exponents {pred['exponents']}:")
+    backtest = pred.get("backtest_rel_err")
+    checked = "" if backtest is None else f", {backtest:.2%} off on the ladder's top rungs held out"
+    typer.echo(f"predicted loss at {scale} (90% band), exponents {pred['exponents']}{checked}:")
     for label, p in pred["predictions"].items():
         typer.echo(f"  {label:<12} {p['loss']:.4f}  [{p['low']:.4f}, {p['high']:.4f}]")
 
