@@ -154,7 +154,7 @@ def fit_scaling_law(
     _check(points)
     n0 = min(p.params for p in points)
     d0 = min(p.tokens for p in points)
-    backtests = _backtests(points, n0, d0)
+    backtests = _backtests(points, n0, d0, ("shared", "separate") if exponents == "auto" else (exponents,))
     if exponents == "auto":  # shared unless separate exponents extrapolated better on the ladder itself
         rms = {kind: bt.rel_rms for kind, bt in backtests.items()}
         exponents = "separate" if rms.get("separate", math.inf) < rms.get("shared", math.inf) else "shared"
@@ -181,7 +181,7 @@ def fit_scaling_law(
         rmse=float(np.sqrt(np.mean((y - fitted) ** 2))),
         residuals=tuple(float(r) for r in residuals),
         boot={m: tuple(v) for m, v in boot.items()},
-        top_compute={m: max(p.params * p.tokens for p in points if p.mixture == m) for m in laws},
+        top_compute=_top_compute(points),
         backtest=backtests.get(exponents),
         seed=seed,
     )
@@ -192,12 +192,15 @@ def holdout_largest(points: Sequence[LadderPoint]) -> tuple[list[LadderPoint], l
     (N·D) rung, all seeds of it."""
     train: list[LadderPoint] = []
     held: list[LadderPoint] = []
-    for m in _mixtures(points):
-        mine = [p for p in points if p.mixture == m]
-        top = max(p.params * p.tokens for p in mine)
-        for p in mine:
+    for m, top in _top_compute(points).items():
+        for p in (p for p in points if p.mixture == m):
             (held if p.params * p.tokens >= top * (1 - 1e-9) else train).append(p)
     return train, held
+
+
+def _top_compute(points: Sequence[LadderPoint]) -> dict[str, float]:
+    """Each mixture's largest N·D on the ladder."""
+    return {m: max(p.params * p.tokens for p in points if p.mixture == m) for m in _mixtures(points)}
 
 
 def _check(points: Sequence[LadderPoint]) -> None:
@@ -221,18 +224,19 @@ def _mixtures(points: Sequence[LadderPoint]) -> list[str]:
     return list(dict.fromkeys(p.mixture for p in points))
 
 
-def _backtests(points: Sequence[LadderPoint], n0: float, d0: float) -> dict[str, Backtest]:
-    """Per kind of exponents, how well a law fitted without each mixture's largest-compute rung predicts
-    it; a kind is left out where the shortened ladder cannot support it."""
+def _backtests(
+    points: Sequence[LadderPoint], n0: float, d0: float, kinds: Sequence[Literal["shared", "separate"]]
+) -> dict[str, Backtest]:
+    """Per kind of exponents in ``kinds``, how well a law fitted without each mixture's largest-compute
+    rung predicts it; a kind is left out where the shortened ladder cannot support it."""
     train, held = holdout_largest(points)
     try:
         _check(train)
     except ScalingLawError:
         return {}  # too short a ladder to hold a rung out
-    kinds: list[Literal["shared", "separate"]] = ["shared"]
-    if min(sum(p.mixture == m for p in train) for m in _mixtures(train)) > SEPARATE_PARAMS:
-        kinds.append("separate")  # five free parameters on five points or fewer would fit anything
-    top = {m: max(p.params * p.tokens for p in train if p.mixture == m) for m in _mixtures(train)}
+    if min(sum(p.mixture == m for p in train) for m in _mixtures(train)) <= SEPARATE_PARAMS:
+        kinds = [k for k in kinds if k == "shared"]  # five free parameters on five points would fit anything
+    top = _top_compute(train)
     reach = float(np.mean([math.log(p.params * p.tokens / top[p.mixture]) for p in held]))
     out: dict[str, Backtest] = {}
     for kind in kinds:
