@@ -17,7 +17,9 @@ default, or of the domains ``--target`` names) this bench
 3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed)
    for the best learned mixture, uniform and natural, holds out each one's largest rung (m at the most
    tokens) and reports how well the law predicts it, and whether its 90 % band holds the truth (beside
-   the band, the part of it that the bootstrap alone gives, without the law's backtested error).
+   the band, the part of it that the bootstrap alone gives, without the law's backtested error);
+4. with ``--margin-seeds K``, trains the best learned mixture, uniform and natural at the target scale on
+   K seeds each and tests whether the learned one is lower beyond seed noise (Welch's t on those runs).
 
 Runs already made at the same preset, tokens, mixture and seed are reused, also across invocations
 (``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh`` retrains). Writes every raw result to ``--out``
@@ -25,6 +27,7 @@ Runs already made at the same preset, tokens, mixture and seed are reused, also 
 prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
 
     .venv/bin/python bench/transfer.py [--quick] [--proxy-runs 24] [--proxy-tokens 500000] [--seeds 2]
+        [--margin-seeds 8] [--strategies uniform,natural,regmix] [--target all]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, ttest_ind
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -354,6 +357,33 @@ def beyond_noise(
     return margin, float(z)
 
 
+def margin_on_more_seeds(
+    strategies: dict, best: str, args: argparse.Namespace, trainer: Trainer
+) -> dict[str, float]:
+    """The margin again, on ``--margin-seeds`` seeds of the best learned mixture and of each fixed one at
+    the target scale, tested with their own spreads (Welch's t, one-sided: is the learned one lower?)."""
+    seeds = range(args.margin_seeds)
+    losses = {
+        n: [
+            trainer.train(TARGET, strategies[n]["weights"], args.transfer_tokens, s, n).target_loss
+            for s in seeds
+        ]
+        for n in (best, *FIXED)
+        if n in strategies
+    }
+    fixed = min((n for n in FIXED if n in losses), key=lambda n: float(np.mean(losses[n])))
+    test = ttest_ind(losses[best], losses[fixed], equal_var=False, alternative="less")
+    margin = float(np.mean(losses[fixed]) - np.mean(losses[best]))
+    print(f"\non {args.margin_seeds} seeds each at {TARGET} (mean ± std):")
+    for n, xs in losses.items():
+        print(f"  {n:<8} {np.mean(xs):.4f} ± {std(xs):.4f}")
+    print(
+        f"best learned ({best}) is {margin:+.4f} below {fixed}: Welch t = {-test.statistic:.2f}, "
+        f"one-sided p = {test.pvalue:.3g}"
+    )
+    return {"margin_seeds": margin, "margin_seeds_t": float(-test.statistic), "margin_seeds_p": test.pvalue}
+
+
 def fmt(weights: tuple[float, ...], domains: tuple[str, ...]) -> str:
     return " ".join(f"{d[:5]}={w:.2f}" for d, w in zip(domains, weights, strict=True))
 
@@ -442,6 +472,13 @@ def parse_args() -> argparse.Namespace:
     )
     add("--seeds", type=int, default=2, help="seeds per re-trained mixture (default %(default)s)")
     add(
+        "--margin-seeds",
+        type=int,
+        default=0,
+        help="train the best learned mixture, uniform and natural at the target scale on this many seeds "
+        "in all (more than --seeds) and test the margin on them alone (default: no extra seeds)",
+    )
+    add(
         "--strategies", default=",".join(FIXED + LEARNED), help="comma-separated subset (default %(default)s)"
     )
     add(
@@ -461,7 +498,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.scale = QUICK if args.quick else FULL
     args.proxy_runs = args.proxy_runs or args.scale.proxy_runs
-    args.transfer_mixtures = args.transfer_mixtures or args.scale.transfer_mixtures
+    if args.transfer_mixtures is None:
+        args.transfer_mixtures = args.scale.transfer_mixtures
     args.seeds = list(range(args.seeds))
     args.names = [s for s in args.strategies.split(",") if s]
     if unknown := set(args.names) - set(FIXED + LEARNED):
@@ -528,6 +566,9 @@ def main() -> None:
     learned = [n for n in args.names if n in LEARNED]
     best = min(learned, key=lambda n: float(np.mean(table[n]["target"]))) if learned else None
     margin, margin_z = beyond_noise(table, best, unique, len(args.seeds))
+    more_seeds = {}
+    if best and args.margin_seeds > len(args.seeds):
+        more_seeds = margin_on_more_seeds(strategies, best, args, trainer)
     ladder_mixtures = {n: get_strategy(n).recommend(space, []).weights for n in FIXED}
     if best:
         ladder_mixtures = {best: strategies[best]["weights"], **ladder_mixtures}
@@ -550,6 +591,7 @@ def main() -> None:
             "rel_rms", float("nan")
         ),
         "seed_std": seed_std,
+        **more_seeds,
     }
     speed = {}
     for preset in LADDER:
