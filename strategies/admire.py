@@ -104,6 +104,7 @@ from strategies.mf_design import TargetShare, design_counts, fidelity_coordinate
 from strategies.mf_model import diagnostics, fidelity_correlations, fit_model, level_variance
 
 logger = logging.getLogger(__name__)
+LOO_PRIOR_RUNS = 1.0  # pseudo-runs at z = 1 in ``loo_calibration``: a single target run says little
 
 
 class Admire:
@@ -229,18 +230,30 @@ class Admire:
         (best_w, best_loss, best_std), rest = ranked[0], ranked[1:]
         target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
         predicted = std = None  # no target run: nothing says where its loss level is (trust: no_target_runs)
+        info = diagnostics(model, space, obs, len(history), self.max_fit)
         if target:
             at_target = bt.with_columns(best_w, {space.k: 1.0})
             level_var = level_variance(model, at_target, target)
             run_var = bt.noise_std(model, at_target) ** 2
-            predicted, std = best_loss, self.std_scale * float(np.sqrt(best_std**2 + level_var + run_var))
+            info["std_calibration"] = calibration = loo_calibration(bt.loo_z(model, target))
+            std = self.std_scale * calibration * float(np.sqrt(best_std**2 + level_var + run_var))
+            predicted = best_loss
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
             predicted_loss=predicted,
             std=std,
-            diagnostics=diagnostics(model, space, obs, len(history), self.max_fit),
+            diagnostics=info,
             alternatives=tuple((tuple(float(v) for v in w), loss) for w, loss, _ in rest),
         )
+
+
+def loo_calibration(z: np.ndarray) -> float:
+    """How much wider than the model's own std its errors at the target runs were: the root mean square
+    of their leave-one-out z, with one pseudo-run at z = 1 (a model that knows its error), and never
+    below 1. The truth may be rougher than the kernel, or the cheap runs may mislead it about the
+    target; either shows up as target runs the rest of the history predicted worse than the std said.
+    Never below 1: a few lucky z are no evidence that the std is too wide."""
+    return max(1.0, float(np.sqrt((LOO_PRIOR_RUNS + np.sum(z**2)) / (LOO_PRIOR_RUNS + len(z)))))
 
 
 def feasible_set(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:

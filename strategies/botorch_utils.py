@@ -174,6 +174,19 @@ def outcome_scale(model: GPyTorchModel) -> float:
     return float(transform.stdvs.squeeze()) if transform is not None else 1.0
 
 
+def loo_z(model: GPyTorchModel, rows: list[int]) -> np.ndarray:
+    """Leave-one-out residuals on ``rows`` in units of their predicted std (run noise included): each
+    run predicted from all the others, hyperparameters fixed. A model that knows its own error gives
+    z of mean square 1; a rougher truth than the kernel assumes gives more."""
+    if not rows:
+        return np.zeros(0)
+    cv = loo_cv(model)
+    mean = cv.posterior.mean.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
+    var = cv.posterior.variance.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
+    observed = cv.observed_Y.reshape(-1).detach().cpu().numpy()[rows]
+    return (observed - mean) / np.sqrt(np.maximum(var, 1e-18))
+
+
 def loo_spearman(model: GPyTorchModel, rows: list[int]) -> float | None:
     """Spearman correlation of leave-one-out predictions with observations on ``rows``, or None.
 

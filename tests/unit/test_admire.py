@@ -12,7 +12,7 @@ from botorch.models import SingleTaskGP
 
 from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError, get_strategy
 from strategies import botorch_utils as bt
-from strategies.admire import Admire, feasible_set
+from strategies.admire import Admire, feasible_set, loo_calibration
 from strategies.mf_acquisition import cost_utility
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates
 from strategies.mf_model import _fit_subset, fit_model, level_variance
@@ -350,3 +350,49 @@ def test_the_std_is_that_of_one_run_s_loss() -> None:
     noise = rec.diagnostics["noise_std_hi"]
     assert sd / 2 < noise < 2 * sd
     assert rec.std is not None and rec.std >= small().std_scale * noise
+
+
+def test_target_runs_the_model_mispredicts_widen_the_std() -> None:
+    """Target runs that jump ±0.15 around a smooth truth while 40 cheap runs follow it exactly: the
+    noise model cannot book the jumps (its log-slope prior), so leave-one-out predicts those runs worse
+    than the std says, and the reported std grows by that factor. Runs that follow the model: factor 1."""
+    sp, rng = space3(), np.random.default_rng(4)
+    lo, hi = feasible_set(sp)
+    cheap_runs = sampled_history(sp, rng, (("lo", 40, 0.3, 0.003),))
+
+    def target_runs(jump: float) -> list[Observation]:
+        r = np.random.default_rng(1)
+        out = []
+        for w in project(r.dirichlet(np.ones(sp.k), 6), lo, hi):
+            loss = truth(w) + r.choice([-1.0, 1.0]) * jump + r.normal(0, 0.003)
+            out.append(Observation(tuple(w), "hi", {"a": loss}, loss, sp.fidelity("hi").cost))
+        return out
+
+    smooth = small().recommend(sp, cheap_runs + target_runs(0.0))
+    jumpy = small().recommend(sp, cheap_runs + target_runs(0.15))
+    assert smooth.diagnostics["std_calibration"] == 1.0
+    assert jumpy.diagnostics["std_calibration"] > 1.3
+
+
+def test_loo_calibration_is_the_rms_of_z_with_one_pseudo_run_and_never_below_one() -> None:
+    assert loo_calibration(np.array([3.0, 3.0])) == pytest.approx(np.sqrt((1 + 18) / 3))
+    assert loo_calibration(np.array([0.1, -0.2])) == 1.0
+    assert loo_calibration(np.zeros(0)) == 1.0
+
+
+def test_loo_z_measures_errors_in_units_of_the_predicted_std() -> None:
+    """A GP told the truth is smooth and noiseless mispredicts a wiggly function by many stds; fitted by
+    marginal likelihood it knows its error (z of mean square near 1)."""
+    x = torch.linspace(0, 1, 30, dtype=torch.float64).unsqueeze(-1)
+    y = torch.sin(25 * x) + 0.05 * torch.randn(
+        30, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    fitted = SingleTaskGP(x, y)
+    bt.fit(fitted)
+    stiff = SingleTaskGP(x, y)
+    stiff.covar_module.lengthscale = 1.0
+    stiff.likelihood.noise = 1e-4
+    stiff.eval()
+    rows = list(range(30))
+    assert np.sqrt(np.mean(bt.loo_z(stiff, rows) ** 2)) > 5
+    assert 0.5 < np.sqrt(np.mean(bt.loo_z(fitted, rows) ** 2)) < 2
