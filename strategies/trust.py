@@ -2,7 +2,8 @@
 
 A model of loss on weights can be confident and wrong: a weak cross-validated fit, a predicted loss far
 below anything observed (the model is extrapolating), a mixture far from every run it was fitted on,
-too few runs for the number of domains. Epoch caps that bind are not an error but change what the
+too few runs for the number of domains, a model whose own runs, each left out in turn, it predicted
+much worse than its std said. Epoch caps that bind are not an error but change what the
 mixture means (the data, not the model, set that weight). Each check is a number with a threshold,
 so a warning always says what was measured.
 """
@@ -19,13 +20,14 @@ from strategies.regression import seeded_subset
 
 MIN_CV_SPEARMAN = 0.5  # below it the model's ranking of mixtures is little better than chance
 MIN_RUNS_PER_DOMAIN = 3  # RegMix fits hundreds of runs for 17 domains; 3 per domain is a bare minimum
+MAX_STD_CALIBRATION = 2.0  # target runs mispredicted by twice the std the model claimed, or more
 FAR_L1 = 0.25  # L1 distance to the nearest fitted run (moving 12.5 % of the mass); or twice the usual gap
 CAP_TOL = 1e-3
 
 
 @dataclass(frozen=True)
 class TrustWarning:
-    code: str  # low_cv_rho | extrapolation | far_from_data | few_runs | epoch_cap | no_target_runs
+    code: str  # low_cv_rho | misfit | extrapolation | far_from_data | few_runs | epoch_cap | no_target_runs
     message: str
 
 
@@ -43,6 +45,16 @@ def check(space: SearchSpace, history: Sequence[Observation], rec: Recommendatio
                 "low_cv_rho",
                 f"the model ranks held-out runs poorly (cross-validated Spearman ρ {rho:.3f} < "
                 f"{MIN_CV_SPEARMAN}): its optimum may be no better than the best run seen",
+            )
+        )
+    calibration = d.get("std_calibration")
+    if calibration is not None and calibration >= MAX_STD_CALIBRATION:
+        out.append(
+            TrustWarning(
+                "misfit",
+                f"left out one at a time, the target runs were predicted {calibration:.1f}x worse than the "
+                "model's std said (the surface is rougher than it assumes, or cheaper runs mislead it): "
+                "its std has been widened by that factor, and its optimum is less sure than it looks",
             )
         )
     n, k = len(runs), space.k

@@ -338,8 +338,9 @@ class RecommendationOut(BaseModel):
     alternatives: list[dict[str, Any]]
     warnings: list[TrustWarningOut] = Field(
         default_factory=list,
-        description="why the recommendation may not hold: low_cv_rho, extrapolation, far_from_data, "
-        "few_runs, epoch_cap (each with a message saying what was measured); empty when none applies",
+        description="why the recommendation may not hold: low_cv_rho, misfit, extrapolation, "
+        "far_from_data, few_runs, epoch_cap, no_target_runs (each with a message saying what was "
+        "measured); empty when none applies",
     )
     predicted_target_loss: PredictedLoss | None = Field(
         default=None,

@@ -71,3 +71,12 @@ def test_a_recommendation_with_no_target_run_says_so() -> None:
     assert "no_target_runs" in _codes(space, runs, rec)
     assert "no_target_runs" not in _codes(space, [*runs, _runs(1, seed=1)[0]], rec)  # one target run
     assert "no_target_runs" not in _codes(SPACE, _runs(40), rec)  # one fidelity: nothing cheaper
+
+
+def test_a_model_that_mispredicts_its_own_runs_is_flagged() -> None:
+    runs = _runs(60)
+    rec = Recommendation((0.4, 0.4, 0.2), min(o.target_loss for o in runs), 0.05, {"std_calibration": 2.4})
+    warnings = [w for w in check(SPACE, runs, rec) if w.code == "misfit"]
+    assert len(warnings) == 1 and "2.4x worse" in warnings[0].message
+    calm = Recommendation(rec.weights, rec.predicted_loss, rec.std, {"std_calibration": 1.3})
+    assert "misfit" not in _codes(SPACE, runs, calm)
