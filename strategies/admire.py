@@ -82,7 +82,7 @@ Choices, and why:
   to cover 90 % of the true losses within ±1.645 std: ``python bench/search_efficiency.py --split
   tune --methods admire --max-budget 16`` prints the coverage and the factor on the std that would
   make it 90 %. A fixed factor cannot know how rough a given truth is, so the std is also multiplied
-  by ``loo_calibration``: the root mean square of the target runs' leave-one-out z (each predicted
+  by ``mf_model.loo_calibration``: the root mean square of the target runs' leave-one-out z (each predicted
   from every other run, in units of its predicted std), never below 1 (``std_calibration`` in the
   diagnostics). On the tuning split's smooth truths it stayed at 1 (1.04 once in 15
   recommendations), so ``std_scale`` keeps its meaning there; where cheap runs mislead the model
@@ -109,7 +109,6 @@ from strategies.mf_design import TargetShare, design_counts, fidelity_coordinate
 from strategies.mf_model import diagnostics, fidelity_correlations, fit_model, level_variance
 
 logger = logging.getLogger(__name__)
-LOO_PRIOR_RUNS = 1.0  # pseudo-runs at z = 1 in ``loo_calibration``: a single target run says little
 
 
 class Admire:
@@ -240,9 +239,9 @@ class Admire:
             at_target = bt.with_columns(best_w, {space.k: 1.0})
             level_var = level_variance(model, at_target, target)
             run_var = bt.noise_std(model, at_target) ** 2
-            info["std_calibration"] = calibration = loo_calibration(bt.loo_z(model, target))
-            std = self.std_scale * calibration * float(np.sqrt(best_std**2 + level_var + run_var))
+            calibration = float(info["std_calibration"])  # how far LOO missed the target runs
             predicted = best_loss
+            std = self.std_scale * calibration * float(np.sqrt(best_std**2 + level_var + run_var))
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
             predicted_loss=predicted,
@@ -250,15 +249,6 @@ class Admire:
             diagnostics=info,
             alternatives=tuple((tuple(float(v) for v in w), loss) for w, loss, _ in rest),
         )
-
-
-def loo_calibration(z: np.ndarray) -> float:
-    """How much wider than the model's own std its errors at the target runs were: the root mean square
-    of their leave-one-out z, with one pseudo-run at z = 1 (a model that knows its error), and never
-    below 1. The truth may be rougher than the kernel, or the cheap runs may mislead it about the
-    target; either shows up as target runs the rest of the history predicted worse than the std said.
-    Never below 1: a few lucky z are no evidence that the std is too wide."""
-    return max(1.0, float(np.sqrt((LOO_PRIOR_RUNS + np.sum(z**2)) / (LOO_PRIOR_RUNS + len(z)))))
 
 
 def feasible_set(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:

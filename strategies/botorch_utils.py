@@ -8,6 +8,7 @@ hands to SLSQP. Any columns after ``k`` (a fidelity) are free of that constraint
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -174,30 +175,35 @@ def outcome_scale(model: GPyTorchModel) -> float:
     return float(transform.stdvs.squeeze()) if transform is not None else 1.0
 
 
-def loo_z(model: GPyTorchModel, rows: list[int]) -> np.ndarray:
-    """Leave-one-out residuals on ``rows`` in units of their predicted std (run noise included): each
-    run predicted from all the others, hyperparameters fixed. A model that knows its own error gives
-    z of mean square 1; a rougher truth than the kernel assumes gives more."""
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Each run on some rows predicted from all the others, hyperparameters fixed (BoTorch's closed-form
+    LOO, so slightly optimistic): in the data's units, run noise in the std."""
+
+    predicted: np.ndarray
+    std: np.ndarray
+    observed: np.ndarray
+
+    def z(self) -> np.ndarray:
+        """Residuals in units of their predicted std: of mean square 1 for a model that knows its own
+        error, more for a truth rougher than the kernel assumes."""
+        return (self.observed - self.predicted) / np.maximum(self.std, 1e-9)
+
+    def spearman(self) -> float | None:
+        """Spearman correlation of predictions with observations (the CV score the RegMix paper
+        reports), or None with fewer than 4 rows or no spread."""
+        if len(self.observed) < 4 or np.ptp(self.observed) == 0 or np.ptp(self.predicted) == 0:
+            return None
+        return float(spearmanr(self.predicted, self.observed).statistic)
+
+
+def leave_one_out(model: GPyTorchModel, rows: list[int]) -> LeaveOneOut:
+    """Leave-one-out predictions of the training runs ``rows`` (all rows are left in for the others)."""
     if not rows:
-        return np.zeros(0)
+        return LeaveOneOut(np.zeros(0), np.zeros(0), np.zeros(0))
     cv = loo_cv(model)
-    mean = cv.posterior.mean.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
-    var = cv.posterior.variance.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
-    observed = cv.observed_Y.reshape(-1).detach().cpu().numpy()[rows]
-    return (observed - mean) / np.sqrt(np.maximum(var, 1e-18))
-
-
-def loo_spearman(model: GPyTorchModel, rows: list[int]) -> float | None:
-    """Spearman correlation of leave-one-out predictions with observations on ``rows``, or None.
-
-    Hyperparameters stay fixed (BoTorch's closed-form LOO), so this is the cheap, slightly optimistic
-    version of the CV score the RegMix paper reports.
-    """
-    if len(rows) < 4:
-        return None
-    cv = loo_cv(model)
-    predicted = cv.posterior.mean.reshape(-1).detach().cpu().numpy()[rows]  # type: ignore[attr-defined]
-    observed = cv.observed_Y.reshape(-1).detach().cpu().numpy()[rows]
-    if np.ptp(observed) == 0 or np.ptp(predicted) == 0:
-        return None
-    return float(spearmanr(predicted, observed).statistic)
+    posterior = cv.posterior
+    mean = posterior.mean.reshape(-1).detach().cpu().numpy()  # type: ignore[attr-defined]
+    var = posterior.variance.reshape(-1).detach().cpu().numpy()  # type: ignore[attr-defined]
+    observed = cv.observed_Y.reshape(-1).detach().cpu().numpy()
+    return LeaveOneOut(mean[rows], np.sqrt(np.maximum(var[rows], 0.0)), observed[rows])

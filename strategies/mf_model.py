@@ -27,6 +27,8 @@ from strategies import botorch_utils as bt
 from strategies.base import Observation, SearchSpace
 from strategies.mf_design import fidelity_coordinates
 
+LOO_PRIOR_RUNS = 1.0  # pseudo-runs at z = 1 in ``loo_calibration``: one target run says little
+
 
 def fit_model(
     space: SearchSpace, obs: Sequence[Observation], coords: dict[str, float], max_fit: int
@@ -217,7 +219,8 @@ def diagnostics(
 ) -> dict[str, float]:
     """Counts (``n_fit``: runs the hyperparameters were fitted on), the fitted noise std and mean
     offset from the target (``offset_<name>``, in loss units) at each fidelity, and how well
-    leave-one-out predictions rank the target-fidelity runs."""
+    leave-one-out predictions rank the target-fidelity runs (``cv_spearman``) and how far they miss in
+    units of their std (``std_calibration``, ``loo_calibration``)."""
     target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
     out = {
         "n_observations": float(len(obs)),
@@ -236,7 +239,19 @@ def diagnostics(
             out[f"offset_{f}"] = (target_level - float(model.mean_module(x))) * scale
     for f, rho in fidelity_correlations(model, space, fidelity_coordinates(space), obs).items():
         out[f"fidelity_corr_{f}"] = rho
-    spearman = bt.loo_spearman(model, target)
+    loo = bt.leave_one_out(model, target)
+    spearman = loo.spearman()
     if spearman is not None:
         out["cv_spearman"] = spearman
+    if target:
+        out["std_calibration"] = loo_calibration(loo.z())
     return out
+
+
+def loo_calibration(z: np.ndarray) -> float:
+    """How much wider than the model's own std its errors at the target runs were: the root mean square
+    of their leave-one-out z, with ``LOO_PRIOR_RUNS`` pseudo-runs at z = 1 (a model that knows its
+    error). The truth may be rougher than the kernel, or the cheap runs may mislead it about the target;
+    either shows up as target runs the rest of the history predicted worse than the std said. Never
+    below 1: a few lucky z are no evidence that the std is too wide."""
+    return max(1.0, float(np.sqrt((LOO_PRIOR_RUNS + np.sum(z**2)) / (LOO_PRIOR_RUNS + len(z)))))

@@ -12,10 +12,10 @@ from botorch.models import SingleTaskGP
 
 from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError, get_strategy
 from strategies import botorch_utils as bt
-from strategies.admire import Admire, feasible_set, loo_calibration
+from strategies.admire import Admire, feasible_set
 from strategies.mf_acquisition import cost_utility
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates
-from strategies.mf_model import _fit_subset, fit_model, level_variance
+from strategies.mf_model import _fit_subset, fit_model, level_variance, loo_calibration
 from strategies.simplex import is_feasible, project
 
 OPTIMUM = np.array([0.5, 0.3, 0.2])
@@ -380,7 +380,7 @@ def test_loo_calibration_is_the_rms_of_z_with_one_pseudo_run_and_never_below_one
     assert loo_calibration(np.zeros(0)) == 1.0
 
 
-def test_loo_z_measures_errors_in_units_of_the_predicted_std() -> None:
+def test_leave_one_out_z_measures_errors_in_units_of_the_predicted_std() -> None:
     """A GP told the truth is smooth and noiseless mispredicts a wiggly function by many stds; fitted by
     marginal likelihood it knows its error (z of mean square near 1)."""
     x = torch.linspace(0, 1, 30, dtype=torch.float64).unsqueeze(-1)
@@ -394,5 +394,5 @@ def test_loo_z_measures_errors_in_units_of_the_predicted_std() -> None:
     stiff.likelihood.noise = 1e-4
     stiff.eval()
     rows = list(range(30))
-    assert np.sqrt(np.mean(bt.loo_z(stiff, rows) ** 2)) > 5
-    assert 0.5 < np.sqrt(np.mean(bt.loo_z(fitted, rows) ** 2)) < 2
+    assert np.sqrt(np.mean(bt.leave_one_out(stiff, rows).z() ** 2)) > 5
+    assert 0.5 < np.sqrt(np.mean(bt.leave_one_out(fitted, rows).z() ** 2)) < 2
