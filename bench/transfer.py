@@ -27,7 +27,7 @@ Runs already made at the same preset, tokens, mixture and seed are reused, also 
 prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
 
     .venv/bin/python bench/transfer.py [--quick] [--proxy-runs 24] [--proxy-tokens 500000] [--seeds 2]
-        [--margin-seeds 8] [--strategies uniform,natural,regmix] [--target all]
+        [--margin-seeds 8] [--strategies uniform,natural,regmix] [--no-ladder] [--target all]
 """
 
 from __future__ import annotations
@@ -492,6 +492,13 @@ def parse_args() -> argparse.Namespace:
         help="comma-separated domains whose mean validation loss is the target; all (default): every "
         "domain, the service's default target",
     )
+    add(
+        "--ladder",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit the scaling law to a ladder and predict its held-out rung (default on; "
+        "--no-ladder for a margin-only run)",
+    )
     add("--fresh", action="store_true", help="retrain every run instead of reading back finished ones")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
     add("--out", type=Path, default=Path("artifacts/transfer.json"), help="raw results (default %(default)s)")
@@ -572,7 +579,9 @@ def main() -> None:
     ladder_mixtures = {n: get_strategy(n).recommend(space, []).weights for n in FIXED}
     if best:
         ladder_mixtures = {best: strategies[best]["weights"], **ladder_mixtures}
-    ladder = ladder_phase(ladder_mixtures, args, trainer)
+    ladder = {"points": [], "predictions": {}, "curves": {}}
+    if args.ladder:
+        ladder = ladder_phase(ladder_mixtures, args, trainer)
     out = args.out if args.out.is_absolute() else ROOT / args.out
     plot(out.with_suffix(".png"), ladder, table, rho, args)
 
@@ -586,7 +595,7 @@ def main() -> None:
         "margin_z": margin_z,
         **{n: float(np.mean(table[n]["target"])) if n in table else float("nan") for n in FIXED},
         "scale_pred_rel_err": float(np.mean([p["rel_err"] for p in preds])) if preds else float("nan"),
-        "scale_in_band": f"{sum(p['in_band'] for p in preds)}/{len(ladder_mixtures)}",
+        "scale_in_band": f"{sum(p['in_band'] for p in preds)}/{len(ladder_mixtures) if args.ladder else 0}",
         "scale_backtest_rel_err": ((ladder.get("fit") or {}).get("backtest") or {}).get(
             "rel_rms", float("nan")
         ),
