@@ -355,7 +355,8 @@ def test_the_std_is_that_of_one_run_s_loss() -> None:
 def test_target_runs_the_model_mispredicts_widen_the_std() -> None:
     """Target runs that jump ±0.15 around a smooth truth while 40 cheap runs follow it exactly: the
     noise model cannot book the jumps (its log-slope prior), so leave-one-out predicts those runs worse
-    than the std says, and the reported std grows by that factor. Runs that follow the model: factor 1."""
+    than the std says, and the factor the reported std is widened by rises. Runs that follow the model:
+    factor 1."""
     sp, rng = space3(), np.random.default_rng(4)
     lo, hi = feasible_set(sp)
     cheap_runs = sampled_history(sp, rng, (("lo", 40, 0.3, 0.003),))
