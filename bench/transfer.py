@@ -358,20 +358,17 @@ def beyond_noise(
 
 
 def margin_on_more_seeds(
-    strategies: dict, best: str, args: argparse.Namespace, trainer: Trainer
+    mixtures: dict[str, tuple[float, ...]], best: str, args: argparse.Namespace, trainer: Trainer
 ) -> dict[str, float]:
-    """The margin again, on ``--margin-seeds`` seeds of the best learned mixture and of each fixed one at
-    the target scale, tested with their own spreads (Welch's t, one-sided: is the learned one lower?)."""
+    """The margin again, on ``--margin-seeds`` seeds of the best learned mixture and of each fixed one
+    (``mixtures`` holds all three) at the target scale, tested with their own spreads (Welch's t,
+    one-sided: is the learned one lower?)."""
     seeds = range(args.margin_seeds)
     losses = {
-        n: [
-            trainer.train(TARGET, strategies[n]["weights"], args.transfer_tokens, s, n).target_loss
-            for s in seeds
-        ]
-        for n in (best, *FIXED)
-        if n in strategies
+        n: [trainer.train(TARGET, w, args.transfer_tokens, s, n).target_loss for s in seeds]
+        for n, w in mixtures.items()
     }
-    fixed = min((n for n in FIXED if n in losses), key=lambda n: float(np.mean(losses[n])))
+    fixed = min(FIXED, key=lambda n: float(np.mean(losses[n])))
     test = ttest_ind(losses[best], losses[fixed], equal_var=False, alternative="less")
     margin = float(np.mean(losses[fixed]) - np.mean(losses[best]))
     print(f"\non {args.margin_seeds} seeds each at {TARGET} (mean ± std):")
@@ -573,12 +570,12 @@ def main() -> None:
     learned = [n for n in args.names if n in LEARNED]
     best = min(learned, key=lambda n: float(np.mean(table[n]["target"]))) if learned else None
     margin, margin_z = beyond_noise(table, best, unique, len(args.seeds))
-    more_seeds = {}
-    if best and args.margin_seeds > len(args.seeds):
-        more_seeds = margin_on_more_seeds(strategies, best, args, trainer)
     ladder_mixtures = {n: get_strategy(n).recommend(space, []).weights for n in FIXED}
+    more_seeds = {}
     if best:
         ladder_mixtures = {best: strategies[best]["weights"], **ladder_mixtures}
+        if args.margin_seeds > len(args.seeds):
+            more_seeds = margin_on_more_seeds(ladder_mixtures, best, args, trainer)
     ladder = {"points": [], "predictions": {}, "curves": {}}
     if args.ladder:
         ladder = ladder_phase(ladder_mixtures, args, trainer)
