@@ -326,6 +326,7 @@ class Results:
 
     regret: dict[tuple[str, str], dict[float, list[float]]] = field(default_factory=dict)
     z: dict[str, list[float]] = field(default_factory=dict)  # method → (true − predicted) / std, each
+    z_by: list[tuple[str, str, float, float]] = field(default_factory=list)  # (method, truth, cost, z)
     unsure: dict[str, int] = field(default_factory=dict)  # method → recommendations without a std
     # method → the factor admire's leave-one-out check put on each std in z (1 for other methods)
     calibration: dict[str, list[float]] = field(default_factory=dict)
@@ -342,16 +343,19 @@ _SIMS: dict[str, SimulatedRuns] = {}  # filled before the worker pool forks, so 
 
 def _job(
     args: tuple[str, str, tuple[float, ...], int],
-) -> tuple[str, str, dict, dict, list[float], list[float], int, float]:
+) -> tuple[str, str, dict, dict, dict[float, float], list[float], int, float]:
     method, name, budgets, seed = args
     torch.set_num_threads(1)
     start = time.process_time()
     sim = _SIMS[name]
     trace = METHODS[method](sim, budgets, seed)
     regrets = {b: sim.regret(np.asarray(r.weights)) for b, r in trace.recommended.items()}
-    sure = [r for r in trace.recommended.values() if r.predicted_loss is not None and r.std]
-    z = [(float(sim.truth.loss(np.asarray(r.weights))[0]) - r.predicted_loss) / r.std for r in sure]
-    calibration = [float(r.diagnostics.get("std_calibration", 1.0)) for r in sure]
+    sure = {b: r for b, r in trace.recommended.items() if r.predicted_loss is not None and r.std}
+    z = {
+        b: (float(sim.truth.loss(np.asarray(r.weights))[0]) - r.predicted_loss) / r.std
+        for b, r in sure.items()
+    }
+    calibration = [float(r.diagnostics.get("std_calibration", 1.0)) for r in sure.values()]
     unsure = len(trace.recommended) - len(z)  # e.g. admire before its first target-fidelity run
     return method, name, regrets, trace.spent, z, calibration, unsure, time.process_time() - start
 
@@ -477,7 +481,8 @@ def main() -> None:
             curve = results.regret.setdefault((method, truth), {})
             for b, r in regrets.items():
                 curve.setdefault(b, []).append(r)
-            results.z.setdefault(method, []).extend(z)
+            results.z.setdefault(method, []).extend(z.values())
+            results.z_by += [(method, truth, b, value) for b, value in z.items()]
             results.calibration.setdefault(method, []).extend(calibration)
             results.unsure[method] = results.unsure.get(method, 0) + unsure
             for f, c in spent.items():
@@ -519,6 +524,18 @@ def report(results: Results, truths: Sequence[str], methods: Sequence[str], budg
                 f"{np.mean(z):+.2f}, a std {std_scale_for_90(z):.2f}x as large would cover 90 %); "
                 f"{results.unsure.get(method, 0)} more came without one"
             )
+            for label, column in (("cost", 2), ("truth", 1)):
+                groups: dict = {}
+                for row in results.z_by:
+                    if row[0] == method:
+                        groups.setdefault(row[column], []).append(row[3])
+                print(
+                    f"  by {label}: "
+                    + ", ".join(
+                        f"{g}: {coverage(v):.0%} of {len(v)} (mean z {np.mean(v):+.2f})"
+                        for g, v in sorted(groups.items())
+                    )
+                )
             factor = np.array(results.calibration[method])
             if (factor > 1).any():
                 print(
