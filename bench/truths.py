@@ -232,14 +232,17 @@ def main() -> None:
     for name, sim in build_heldout(runs, names).items():
         cheap = sim.space.fidelities[0].name
         cheap_best = sim.optimum_at(cheap)
-        noise = sim.noise_at(reference_mixtures(sim.space, 2000, seed=1), cheap)
+        mixtures = reference_mixtures(sim.space, 2000, seed=1)
+        noise = sim.noise_at(mixtures, cheap)
         rho, floor = sim.correlations()[cheap], sim.regret(cheap_best)
+        amplitude = float(sim.truth.loss(mixtures).std() / sim.mean_at(mixtures, cheap).std())
         print(
             f"[{name}] best loss {sim.best_loss:.4f}; cheap runs' Spearman with it {rho:.3f}; cheap optimum "
             f"{np.abs(cheap_best - sim.best_weights).sum():.2f} away (L1), target regret there {floor:.4f}; "
-            f"cheap noise std {noise.min():.3f} to {noise.max():.3f}"
+            f"cheap noise std {noise.min():.3f} to {noise.max():.3f}; the target's loss varies over "
+            f"mixtures {amplitude:.2f}x as much as the cheap fidelity's (std ratio)"
         )
-        result[f"floor_{name}"], result[f"rho_{name}"] = floor, rho
+        result[f"floor_{name}"], result[f"rho_{name}"], result[f"amplitude_{name}"] = floor, rho, amplitude
     print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in result.items()))
 
 

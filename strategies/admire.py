@@ -20,20 +20,22 @@ Choices, and why:
   their losses differ.
 - **Model**: a ``SingleTaskGP`` on ``-loss`` with ``Standardize``, made multi-fidelity by its parts
   (``mf_model``): BoTorch's linear-truncated fidelity kernel (that of ``SingleTaskMultiFidelityGP``)
-  over RBF kernels with BoTorch's dimension-scaled lengthscale prior, its bias term under a scale of
-  its own; a mean level per fidelity (small proxies read higher everywhere); a noise level per
-  fidelity (log-linear in ``s``, ``LogLinearNoise``: cheap runs are noisier, and one shared level
-  let them blur the target runs). ``SingleTaskMultiFidelityGP`` itself (short-lengthscale Matern
-  kernels, one mean, one scale for signal and bias) predicted held-out target runs worse on the
-  tuning simulator (``bench/search_efficiency.py --split tune``), where this model was chosen.
-  Duplicates stay as separate rows (their scatter is what tells the likelihood the noise levels);
-  non-finite losses are dropped with a warning. Hyperparameters are fitted on at most ``max_fit``
-  runs (all target runs first) and the posterior then conditions on every run, so a call stays in
-  seconds even when cheap runs pile up into the thousands. Fitting them on a subset of 128 runs made
-  the mean over-optimistic at its argmax once cheap runs outnumbered target runs ten to one
-  (Data-Mixing-Law truth, 64 runs' cost): the recommendation and the target runs aimed at that
-  argmax both went wrong. The default cap, 512, is about the run count 64 target runs' cost buys
-  when half of it goes to the cheapest fidelity (1/16 of the cost).
+  over RBF kernels with BoTorch's dimension-scaled lengthscale prior, its bias term under a scale of its
+  own, its shared term under a fitted amplitude per fidelity (``AmplitudeFidelityKernel``: in BoTorch's
+  kernel the target can never vary with the mixture more than the cheapest proxy, and on our own
+  two-fidelity runs it varies 1.6 times as much); a mean level per fidelity (small proxies read higher
+  everywhere); a noise level per fidelity (log-linear in ``s``, ``LogLinearNoise``: cheap runs are
+  noisier, and one shared level let them blur the target runs). ``SingleTaskMultiFidelityGP`` itself
+  (short-lengthscale Matern kernels, one mean, one scale for signal and bias) predicted held-out target
+  runs worse on the tuning simulator (``bench/search_efficiency.py --split tune``), where this model was
+  chosen. Duplicates stay as separate rows (their scatter is what tells the likelihood the noise
+  levels); non-finite losses are dropped with a warning. Hyperparameters are fitted on at most
+  ``max_fit`` runs (all target runs first) and the posterior then conditions on every run, so a call
+  stays in seconds even when cheap runs pile up into the thousands. Fitting them on a subset of 128 runs
+  made the mean over-optimistic at its argmax once cheap runs outnumbered target runs ten to one
+  (Data-Mixing-Law truth, 64 runs' cost): the recommendation and the target runs aimed at that argmax
+  both went wrong. The default cap, 512, is about the run count 64 target runs' cost buys when half of
+  it goes to the cheapest fidelity (1/16 of the cost).
 - **Cost model**: ``log cost = a + b s`` fitted by least squares to the mean *observed* cost at each
   fidelity (declared cost where none was observed), as an ``AffineFidelityCostModel`` whose output
   ``InverseCostWeightedUtility`` exponentiates.
@@ -73,8 +75,10 @@ Choices, and why:
   target runs. Alternatives are the next-best candidates by the same score. Its reported std is that
   of the loss one run of the recommendation will reach: the posterior's, the error of the target's
   fitted mean level (``mf_model.level_variance``, universal kriging: the level is a point estimate
-  from a few target runs), and the target fidelity's fitted run noise (a run scatters by it; where the
-  truth is rougher than the GP, marginal likelihood books the misfit there too); with no target run
+  from a few target runs), the target fidelity's fitted run noise (a run scatters by it; where the
+  truth is rougher than the GP, marginal likelihood books the misfit there too), and the spread of
+  the prediction over the target amplitude's uncertainty (``mf_model.amplitude_variance``: with one
+  target run nothing says how far the cheap runs' differences carry to the target); with no target run
   yet there is neither a predicted loss nor a std (nothing says where the target's level is), and the
   trust checks say so (``no_target_runs``). That std is then multiplied by ``std_scale`` (1.5): the
   model's own std is too small for the point picked as the best (the optimiser's curse: the minimum
@@ -108,7 +112,13 @@ from strategies import simplex
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, StrategyError
 from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates, space_filling
-from strategies.mf_model import diagnostics, fidelity_correlations, fit_model, level_variance
+from strategies.mf_model import (
+    amplitude_variance,
+    diagnostics,
+    fidelity_correlations,
+    fit_model,
+    level_variance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +251,11 @@ class Admire:
             at_target = bt.with_columns(best_w, {space.k: 1.0})
             level_var = level_variance(model, at_target, target)
             run_var = bt.noise_std(model, at_target) ** 2
+            amplitude_var = amplitude_variance(model, at_target)
             calibration = float(info["std_calibration"])  # how far LOO missed the target runs
             predicted = best_loss
-            std = self.std_scale * calibration * float(np.sqrt(best_std**2 + level_var + run_var))
+            total = best_std**2 + level_var + run_var + amplitude_var
+            std = self.std_scale * calibration * float(np.sqrt(total))
         return Recommendation(
             weights=tuple(float(v) for v in best_w),
             predicted_loss=predicted,

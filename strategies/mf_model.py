@@ -20,6 +20,7 @@ from gpytorch.kernels import ScaleKernel
 from gpytorch.likelihoods import _GaussianLikelihoodBase
 from gpytorch.likelihoods.noise_models import HeteroskedasticNoise
 from gpytorch.means import Mean
+from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.operators import DiagLinearOperator
 
@@ -28,6 +29,7 @@ from strategies.base import Observation, SearchSpace
 from strategies.mf_design import fidelity_coordinates
 
 LOO_PRIOR_RUNS = 1.0  # pseudo-runs at z = 1 in ``loo_calibration``: one target run says little
+AMPLITUDE_PRIOR_SD = 1.0  # of the target's log amplitude (``AmplitudeFidelityKernel``): a factor e per sd
 
 
 def fit_model(
@@ -43,13 +45,15 @@ def fit_model(
     x = bt.as_tensor([[*o.weights, coords[o.fidelity]] for o in obs])  # (n, k + 1)
     y = bt.as_tensor([[-o.target_loss] for o in obs])  # (n, 1)
     levels = sorted(set(coords.values()))
+    top = max(levels)
+    learn_amplitude = len({o.weights for o in obs if coords[o.fidelity] == top}) >= 2
 
     def build(rows: np.ndarray) -> SingleTaskGP:
         return SingleTaskGP(
             x[rows],
             y[rows],
             likelihood=fidelity_noise_likelihood(space.k, x[rows]),
-            covar_module=fidelity_kernel(space.k),
+            covar_module=fidelity_kernel(space.k, learn_amplitude),
             mean_module=FidelityLevels(space.k, levels),
             outcome_transform=Standardize(m=1),
         )
@@ -94,7 +98,56 @@ def level_variance(model: SingleTaskGP, x: torch.Tensor, rows: Sequence[int]) ->
     return gap**2 / max(precision, 1e-12) * bt.outcome_scale(model) ** 2
 
 
-def fidelity_kernel(k: int) -> ScaleKernel:
+def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
+    """Variance the target amplitude's uncertainty adds to the prediction at ``x`` ``(1, d)``, in squared
+    loss units.
+
+    The fit keeps one value of ``log_amplitude``; how far the recommendation beats the target runs scales
+    with it. Its posterior std is the Laplace one (curvature of the log marginal likelihood with its
+    prior) once it is fitted, the prior's before (fewer than two target mixtures). Half the spread of
+    the posterior mean between minus and plus one std is the std it adds.
+    """
+    kernel: AmplitudeFidelityKernel = model.covar_module.base_kernel  # type: ignore[union-attr,assignment]
+    fitted = kernel.log_amplitude.detach().clone()
+    learned = isinstance(kernel.log_amplitude, torch.nn.Parameter)
+    sd = _laplace_std(model, kernel, fitted) if learned else AMPLITUDE_PRIOR_SD
+    means = []
+    try:
+        for shift in (-sd, sd):
+            _set_amplitude(model, kernel, fitted + shift)
+            means.append(bt.mean_and_std(model, x)[0][0])
+    finally:
+        _set_amplitude(model, kernel, fitted)
+    return float(((means[1] - means[0]) / 2) ** 2)  # the posterior is in the data's units already
+
+
+def _set_amplitude(model: SingleTaskGP, kernel: AmplitudeFidelityKernel, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        kernel.log_amplitude.copy_(value)
+    model.prediction_strategy = None  # type: ignore[assignment]  # the cached posterior was built with the old value
+
+
+def _laplace_std(model: SingleTaskGP, kernel: AmplitudeFidelityKernel, fitted: torch.Tensor) -> float:
+    """Posterior std of ``log_amplitude`` by the curvature of the log posterior (marginal likelihood
+    and priors) at the fitted value, by central differences; the prior's where that is not a peak."""
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    inputs, n, step = model.train_inputs, len(model.train_targets), 0.05
+    values = []
+    try:
+        model.train()
+        for shift in (-step, 0.0, step):
+            _set_amplitude(model, kernel, fitted + shift)
+            with torch.no_grad():
+                values.append(float(mll(model(*inputs), model.train_targets, *inputs)) * n)
+    finally:
+        model.eval()
+        _set_amplitude(model, kernel, fitted)
+    curvature = -(values[0] - 2 * values[1] + values[2]) / step**2
+    prior_precision = 1 / AMPLITUDE_PRIOR_SD**2
+    return float(curvature**-0.5) if curvature >= prior_precision else AMPLITUDE_PRIOR_SD
+
+
+def fidelity_kernel(k: int, learn_amplitude: bool = True) -> ScaleKernel:
     """BoTorch's linear-truncated fidelity kernel ``k0(w) + c(s, s') k1(w)``, built from the kernels of
     BoTorch's single-fidelity default, with a scale of its own on the bias term ``k1``.
 
@@ -108,7 +161,8 @@ def fidelity_kernel(k: int) -> ScaleKernel:
     plain kernel did as well, within the seed spread.
     """
     biased = ScaleKernel(get_covar_module_with_dim_scaled_prior(k), outputscale_prior=GammaPrior(2.0, 2.0))
-    kernel = LinearTruncatedFidelityKernel(
+    kernel = AmplitudeFidelityKernel(
+        learn_amplitude=learn_amplitude,
         fidelity_dims=[k],
         dimension=k + 1,
         power_prior=GammaPrior(3.0, 3.0),
@@ -116,6 +170,52 @@ def fidelity_kernel(k: int) -> ScaleKernel:
         covar_module_biased=biased,
     )
     return ScaleKernel(kernel, outputscale_prior=GammaPrior(2.0, 0.15))
+
+
+class AmplitudeFidelityKernel(LinearTruncatedFidelityKernel):
+    """BoTorch's linear-truncated fidelity kernel with the shared term scaled per fidelity:
+    ``a(s) a(s') k0(w, w') + c(s, s') k1(w, w')``, ``a(s) = exp(log_amplitude * s)``.
+
+    In BoTorch's kernel the target (``s = 1``) is the shared term alone and every cheaper fidelity adds a
+    bias term to it, so the target can never vary with the mixture more than the cheapest proxy does.
+    Larger models can: on our own two-fidelity runs (``bench/data/two_fidelity_runs.csv``, GP fits) the
+    target's loss varies 1.6 times as much over RegMix-style mixtures as the small proxies' (``python
+    bench/truths.py``), and a proxy that tells good mixtures apart less well than bad ones (the held-out
+    truths' convex warp) makes the target vary more where the search ends up. A model that cannot learn
+    that transfers a fraction of every difference the cheap runs show and is confidently wrong about how
+    much better the recommendation is than the target runs. ``log_amplitude`` is the log ratio of the
+    target's to the cheapest fidelity's amplitude in the shared term, fitted with the other
+    hyperparameters under a vague ``N(0, AMPLITUDE_PRIOR_SD)`` prior (a factor e either way per standard
+    deviation; 0 is BoTorch's kernel). It takes two target runs at different mixtures to say anything
+    about it (one run only fixes the target's level, and the likelihood of a lone run shrinks every
+    variance it touches), so with ``learn_amplitude=False`` it stays 0, a buffer. One fidelity column.
+    """
+
+    def __init__(self, *args: object, learn_amplitude: bool = True, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        zero = torch.zeros(1, dtype=torch.float64)
+        if learn_amplitude:
+            self.register_parameter("log_amplitude", torch.nn.Parameter(zero))
+            self.register_prior("log_amplitude_prior", NormalPrior(0.0, AMPLITUDE_PRIOR_SD), "log_amplitude")
+        else:
+            self.register_buffer("log_amplitude", zero)
+
+    def forward(
+        self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params: object
+    ) -> torch.Tensor:
+        column = self.fidelity_dims[0]
+        keep = [i for i in range(x1.size(-1)) if i != column]
+        w1, w2 = x1[..., keep], x2[..., keep]
+        shared = self.covar_module_unbiased(w1, w2, diag=diag)
+        bias = self.covar_module_biased(w1, w2, diag=diag)
+        s1 = x1[..., column : column + 1].clamp(0, 1)
+        s2 = x2[..., column : column + 1].clamp(0, 1)
+        s2 = s2 if diag else s2.transpose(-1, -2)
+        amplitude = torch.exp(self.log_amplitude * (s1 + s2))
+        truncated = (1 - s1) * (1 - s2) * (1 + s1 * s2).pow(self.power)
+        if diag:
+            amplitude, truncated = amplitude.view(shared.shape), truncated.view(bias.shape)
+        return amplitude * shared + truncated * bias
 
 
 class FidelityLevels(Mean):
@@ -210,6 +310,13 @@ def fidelity_correlations(
     return out
 
 
+def target_amplitude(model: SingleTaskGP) -> float:
+    """How many times as much the target's loss varies with the mixture as the cheapest fidelity's does,
+    in the kernel's shared term (``AmplitudeFidelityKernel``)."""
+    kernel = model.covar_module.base_kernel  # type: ignore[union-attr]
+    return float(torch.exp(kernel.log_amplitude.detach()).squeeze())
+
+
 def diagnostics(
     model: SingleTaskGP,
     space: SearchSpace,
@@ -239,6 +346,7 @@ def diagnostics(
             out[f"offset_{f}"] = (target_level - float(model.mean_module(x))) * scale
     for f, rho in fidelity_correlations(model, space, fidelity_coordinates(space), obs).items():
         out[f"fidelity_corr_{f}"] = rho
+    out["target_amplitude"] = target_amplitude(model)
     loo = bt.leave_one_out(model, target)
     spearman = loo.spearman()
     if spearman is not None:

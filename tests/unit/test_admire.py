@@ -9,13 +9,22 @@ import pytest
 import torch
 from botorch.acquisition import PosteriorMean
 from botorch.models import SingleTaskGP
+from botorch.models.kernels import LinearTruncatedFidelityKernel
+from gpytorch.kernels import RBFKernel
 
 from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyError, get_strategy
 from strategies import botorch_utils as bt
 from strategies.admire import Admire, feasible_set
 from strategies.mf_acquisition import cost_utility
 from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates
-from strategies.mf_model import _fit_subset, fit_model, level_variance, loo_calibration
+from strategies.mf_model import (
+    AmplitudeFidelityKernel,
+    _fit_subset,
+    amplitude_variance,
+    fit_model,
+    level_variance,
+    loo_calibration,
+)
 from strategies.simplex import is_feasible, project
 
 OPTIMUM = np.array([0.5, 0.3, 0.2])
@@ -397,3 +406,55 @@ def test_leave_one_out_z_measures_errors_in_units_of_the_predicted_std() -> None
     rows = list(range(30))
     assert np.sqrt(np.mean(bt.leave_one_out(stiff, rows).z() ** 2)) > 5
     assert 0.5 < np.sqrt(np.mean(bt.leave_one_out(fitted, rows).z() ** 2)) < 2
+
+
+def test_amplitude_zero_is_botorch_s_linear_truncated_kernel_and_scales_only_the_shared_term() -> None:
+    x = torch.rand(7, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[:, 3] = torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0, 0.3, 1.0], dtype=torch.float64)
+    parts = {"covar_module_unbiased": RBFKernel(), "covar_module_biased": RBFKernel()}
+    ours = AmplitudeFidelityKernel(fidelity_dims=[3], dimension=4, **parts).to(torch.float64)
+    theirs = LinearTruncatedFidelityKernel(fidelity_dims=[3], dimension=4, **parts).to(torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x).to_dense(), theirs(x).to_dense())
+        assert torch.allclose(ours(x, diag=True), theirs(x, diag=True))
+        ours.log_amplitude.fill_(np.log(3.0))
+        target = x[:, 3] == 1.0
+        shared = parts["covar_module_unbiased"](x[target, :3]).to_dense()
+        assert torch.allclose(ours(x).to_dense()[target][:, target], 9.0 * shared)
+        assert torch.allclose(ours(x, diag=True)[target], 9.0 * shared.diagonal())
+    assert not isinstance(
+        AmplitudeFidelityKernel(learn_amplitude=False, fidelity_dims=[3], dimension=4, **parts).log_amplitude,
+        torch.nn.Parameter,
+    )
+
+
+def amplified_history(sp: SearchSpace, n_target: int, amplitude: float) -> list[Observation]:
+    """Cheap runs follow the truth's shape; the target varies ``amplitude`` times as much."""
+    rng = np.random.default_rng(6)
+    lo, hi = feasible_set(sp)
+    history = []
+    for fidelity, n in (("lo", 40), ("hi", n_target)):
+        scale = amplitude if fidelity == "hi" else 1.0
+        for w in project(rng.dirichlet(np.ones(sp.k), n), lo, hi):
+            loss = 1.0 + scale * 2.0 * float(np.sum((w - OPTIMUM) ** 2)) + rng.normal(0, 0.003)
+            history.append(Observation(tuple(w), fidelity, {"a": loss}, loss, sp.fidelity(fidelity).cost))
+    return history
+
+
+def test_a_target_that_varies_more_than_the_cheap_runs_is_learned_from_two_target_mixtures_on() -> None:
+    """The target's amplitude is fitted (``target_amplitude``) once target runs at two mixtures exist;
+    with one it stays 1 and its prior's spread widens the reported std instead."""
+    sp = space3()
+    coords = fidelity_coordinates(sp)
+    amplified = small().recommend(sp, amplified_history(sp, 8, 3.0))
+    same = small().recommend(sp, amplified_history(sp, 8, 1.0))
+    assert amplified.diagnostics["target_amplitude"] > 2.0
+    assert 0.6 < same.diagnostics["target_amplitude"] < 1.5
+    lone = amplified_history(sp, 1, 3.0)
+    model = fit_model(sp, lone, coords, max_fit=512)
+    assert small().recommend(sp, lone).diagnostics["target_amplitude"] == 1.0
+    far = bt.with_columns(OPTIMUM[None], {sp.k: 1.0})
+    assert amplitude_variance(model, far) > 0
+    unsure = np.sqrt(amplitude_variance(model, far))
+    eight = fit_model(sp, amplified_history(sp, 8, 3.0), coords, max_fit=512)
+    assert np.sqrt(amplitude_variance(eight, far)) < unsure
