@@ -36,7 +36,8 @@ def fit_model(
     space: SearchSpace, obs: Sequence[Observation], coords: dict[str, float], max_fit: int
 ) -> SingleTaskGP:
     """MF-GP on ``[w, s] -> -loss`` (BoTorch maximises): a mean level per fidelity, BoTorch's
-    linear-truncated fidelity kernel with a bias term scaled on its own, noise that depends on the fidelity.
+    linear-truncated fidelity kernel with a bias term scaled on its own and the target's amplitude fitted
+    once target runs at two mixtures exist, noise that depends on the fidelity.
 
     Hyperparameters are fitted on at most ``max_fit`` runs (every target-fidelity run first, the rest
     spread evenly over the others), then the posterior conditions on all runs: each marginal-likelihood
@@ -45,8 +46,8 @@ def fit_model(
     x = bt.as_tensor([[*o.weights, coords[o.fidelity]] for o in obs])  # (n, k + 1)
     y = bt.as_tensor([[-o.target_loss] for o in obs])  # (n, 1)
     levels = sorted(set(coords.values()))
-    top = max(levels)
-    learn_amplitude = len({o.weights for o in obs if coords[o.fidelity] == top}) >= 2
+    target_mixtures = {o.weights for o in obs if o.fidelity == space.target_fidelity.name}
+    learn_amplitude = len(target_mixtures) >= 2  # one target run says nothing of the target's amplitude
 
     def build(rows: np.ndarray) -> SingleTaskGP:
         return SingleTaskGP(
@@ -124,12 +125,14 @@ def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
 def _set_amplitude(model: SingleTaskGP, kernel: AmplitudeFidelityKernel, value: torch.Tensor) -> None:
     with torch.no_grad():
         kernel.log_amplitude.copy_(value)
-    model.prediction_strategy = None  # type: ignore[assignment]  # the cached posterior was built with the old value
+    # The cached posterior was built with the old value.
+    model.prediction_strategy = None  # type: ignore[assignment]
 
 
 def _laplace_std(model: SingleTaskGP, kernel: AmplitudeFidelityKernel, fitted: torch.Tensor) -> float:
     """Posterior std of ``log_amplitude`` by the curvature of the log posterior (marginal likelihood
-    and priors) at the fitted value, by central differences; the prior's where that is not a peak."""
+    and priors) at the fitted value, by central differences, the other hyperparameters held where the
+    fit left them (so it errs narrow); the prior's where that is no sharper than the prior."""
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     inputs, n, step = model.train_inputs, len(model.train_targets), 0.05
     values = []
@@ -149,7 +152,8 @@ def _laplace_std(model: SingleTaskGP, kernel: AmplitudeFidelityKernel, fitted: t
 
 def fidelity_kernel(k: int, learn_amplitude: bool = True) -> ScaleKernel:
     """BoTorch's linear-truncated fidelity kernel ``k0(w) + c(s, s') k1(w)``, built from the kernels of
-    BoTorch's single-fidelity default, with a scale of its own on the bias term ``k1``.
+    BoTorch's single-fidelity default, with a scale of its own on the bias term ``k1`` and a fitted
+    amplitude per fidelity on ``k0`` (``AmplitudeFidelityKernel``; fixed at 1 unless ``learn_amplitude``).
 
     ``SingleTaskMultiFidelityGP`` gives ``k0`` and ``k1`` Matern kernels with short-lengthscale priors
     (means 0.5 and 3) and one scale over both. On the tuning simulator
