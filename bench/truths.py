@@ -24,7 +24,8 @@ target (as small proxies against models 60x their cost in the issue-21 check).
   ``xs``), costs from ``cost_flops``, noise the GP's fitted noise. No epoch caps: the file has no
   corpus sizes; the natural mixture is the runs' mean.
 
-    .venv/bin/python bench/truths.py    # builds every held-out truth, prints what it measures
+    .venv/bin/python bench/truths.py    # builds every held-out truth, prints what it measures (Spearman,
+                                        # transfer floor, noise, target/cheap amplitude ratio)
 """
 
 from __future__ import annotations

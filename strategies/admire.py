@@ -88,10 +88,11 @@ Choices, and why:
   make it 90 %. A fixed factor cannot know how rough a given truth is, so the std is also multiplied
   by ``mf_model.loo_calibration``: the root mean square of the target runs' leave-one-out z (each predicted
   from every other run, in units of its predicted std), never below 1 (``std_calibration`` in the
-  diagnostics). On the tuning split's smooth truths it barely acts (the command above, 2026-12-06:
-  it widened 3 of 30 stds, by 1.13 at most, and coverage stayed 93 %), so ``std_scale`` keeps its
-  meaning; where cheap runs mislead the model about the target, or the target is rougher than the
-  kernel, the target runs show it. On the held-out truths it lifted coverage from 67 % to 70 %
+  diagnostics). On the tuning split's smooth truths it barely acts (the command above at 815bbf2:
+  it widened 2 of 30 stds, by 1.13 at most; coverage 93 % with or without it, where one
+  recommendation is 3 points, so ``std_scale`` was left as it was), and where cheap runs mislead the
+  model about the target, or the target is rougher than the kernel, the target runs show it. On the
+  held-out truths it lifted coverage from 67 % to 70 %; the amplitude term then took it to 84 %
   (README, "Search quality").
 
 Defaults were chosen on the tuning simulator (``--split tune``); the held-out truths of
