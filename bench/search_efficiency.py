@@ -328,8 +328,8 @@ class Results:
     z: dict[str, list[float]] = field(default_factory=dict)  # method → (true − predicted) / std, each
     z_by: list[tuple[str, str, float, float]] = field(default_factory=list)  # (method, truth, cost, z)
     unsure: dict[str, int] = field(default_factory=dict)  # method → recommendations without a std
-    # method → the factor admire's leave-one-out check put on each std in z (1 for other methods)
-    calibration: dict[str, list[float]] = field(default_factory=dict)
+    # method → the diagnostics of each recommendation in z (admire's: std_calibration, target_amplitude…)
+    diagnostics: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     shares: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method → fidelity → share
 
@@ -343,7 +343,7 @@ _SIMS: dict[str, SimulatedRuns] = {}  # filled before the worker pool forks, so 
 
 def _job(
     args: tuple[str, str, tuple[float, ...], int],
-) -> tuple[str, str, dict, dict, dict[float, float], list[float], int, float]:
+) -> tuple[str, str, dict, dict, dict[float, float], list[dict], int, float]:
     method, name, budgets, seed = args
     torch.set_num_threads(1)
     start = time.process_time()
@@ -355,9 +355,9 @@ def _job(
         b: (float(sim.truth.loss(np.asarray(r.weights))[0]) - r.predicted_loss) / r.std
         for b, r in sure.items()
     }
-    calibration = [float(r.diagnostics.get("std_calibration", 1.0)) for r in sure.values()]
+    diagnostics = [dict(r.diagnostics) for r in sure.values()]
     unsure = len(trace.recommended) - len(z)  # e.g. admire before its first target-fidelity run
-    return method, name, regrets, trace.spent, z, calibration, unsure, time.process_time() - start
+    return method, name, regrets, trace.spent, z, diagnostics, unsure, time.process_time() - start
 
 
 def interval(values: Sequence[float]) -> float:
@@ -469,7 +469,7 @@ def main() -> None:
     jobs.sort(key=lambda j: j[0] not in BO)  # slow ones first, so the pool ends together
     results = Results()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for done, (method, truth, regrets, spent, z, calibration, unsure, seconds) in enumerate(
+        for done, (method, truth, regrets, spent, z, diagnostics, unsure, seconds) in enumerate(
             pool.imap_unordered(_job, jobs), 1
         ):
             last = max(regrets)
@@ -483,7 +483,7 @@ def main() -> None:
                 curve.setdefault(b, []).append(r)
             results.z.setdefault(method, []).extend(z.values())
             results.z_by += [(method, truth, b, value) for b, value in z.items()]
-            results.calibration.setdefault(method, []).extend(calibration)
+            results.diagnostics.setdefault(method, []).extend(diagnostics)
             results.unsure[method] = results.unsure.get(method, 0) + unsure
             for f, c in spent.items():
                 results.shares.setdefault(method, {}).setdefault(f, []).append(c / sum(spent.values()))
@@ -536,13 +536,30 @@ def report(results: Results, truths: Sequence[str], methods: Sequence[str], budg
                         for g, v in sorted(groups.items())
                     )
                 )
-            factor = np.array(results.calibration[method])
+            factor = std_calibration(results, method)
             if (factor > 1).any():
                 print(
                     f"  its leave-one-out check widened {np.mean(factor > 1):.0%} of those stds (mean "
                     f"factor {factor.mean():.2f}, largest {factor.max():.2f}); without it they would have "
                     f"covered {coverage(np.asarray(z) * factor):.0%}"
                 )
+            fitted = [
+                d["target_amplitude"]
+                for d in results.diagnostics[method]
+                if "target_amplitude" in d and d.get("n_target", 0) >= 2
+            ]
+            if fitted:
+                low, mid, high = np.quantile(fitted, [0.1, 0.5, 0.9])
+                print(
+                    f"  fitted target amplitude (x the cheap fidelity's; {len(fitted)} recommendations from "
+                    f"two target runs on): median {mid:.2f}, 10-90 % {low:.2f} to {high:.2f}"
+                )
+
+
+def std_calibration(results: Results, method: str) -> np.ndarray:
+    """The factor admire's leave-one-out check put on each std in ``z`` (1 for other methods; nan if none)."""
+    rows = results.diagnostics.get(method) or [{"std_calibration": float("nan")}]
+    return np.array([d.get("std_calibration", 1.0) for d in rows])
 
 
 def coverage(z: Sequence[float]) -> float:
@@ -601,7 +618,7 @@ def summary_heldout(results: Results, floors: dict[str, float], budgets: Sequenc
         "admire_vs_gp_ei_low_rho": regret("admire", low_rho) / regret("gp_ei", low_rho),
         "coverage_admire": coverage(results.z.get("admire", [])),
         "coverage_gp_ei": coverage(results.z.get("gp_ei", [])),
-        "admire_std_calibration": float(np.mean(results.calibration.get("admire") or [np.nan])),
+        "admire_std_calibration": float(np.mean(std_calibration(results, "admire"))),
     }
     return "RESULT " + " ".join(f"{k}={v:.3g}" for k, v in keys.items())
 
