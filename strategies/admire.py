@@ -23,19 +23,19 @@ Choices, and why:
   over RBF kernels with BoTorch's dimension-scaled lengthscale prior, its bias term under a scale of its
   own, its shared term under a fitted amplitude per fidelity (``AmplitudeFidelityKernel``: in BoTorch's
   kernel the target can never vary with the mixture more than the cheapest proxy, and on our own
-  two-fidelity runs it varies 1.6 times as much); a mean level per fidelity (small proxies read higher
-  everywhere); a noise level per fidelity (log-linear in ``s``, ``LogLinearNoise``: cheap runs are
-  noisier, and one shared level let them blur the target runs). ``SingleTaskMultiFidelityGP`` itself
-  (short-lengthscale Matern kernels, one mean, one scale for signal and bias) predicted held-out target
-  runs worse on the tuning simulator (``bench/search_efficiency.py --split tune``), where this model was
-  chosen. Duplicates stay as separate rows (their scatter is what tells the likelihood the noise
-  levels); non-finite losses are dropped with a warning. Hyperparameters are fitted on at most
-  ``max_fit`` runs (all target runs first) and the posterior then conditions on every run, so a call
-  stays in seconds even when cheap runs pile up into the thousands. Fitting them on a subset of 128 runs
-  made the mean over-optimistic at its argmax once cheap runs outnumbered target runs ten to one
-  (Data-Mixing-Law truth, 64 runs' cost): the recommendation and the target runs aimed at that argmax
-  both went wrong. The default cap, 512, is about the run count 64 target runs' cost buys when half of
-  it goes to the cheapest fidelity (1/16 of the cost).
+  two-fidelity runs it varies 1.6 times as much, ``python bench/truths.py``); a mean level per fidelity
+  (small proxies read higher everywhere); a noise level per fidelity (log-linear in ``s``,
+  ``LogLinearNoise``: cheap runs are noisier, and one shared level let them blur the target runs).
+  ``SingleTaskMultiFidelityGP`` itself (short-lengthscale Matern kernels, one mean, one scale for signal
+  and bias) predicted held-out target runs worse on the tuning simulator (``bench/search_efficiency.py
+  --split tune``), where this model was chosen. Duplicates stay as separate rows (their scatter is what
+  tells the likelihood the noise levels); non-finite losses are dropped with a warning. Hyperparameters
+  are fitted on at most ``max_fit`` runs (all target runs first) and the posterior then conditions on
+  every run, so a call stays in seconds even when cheap runs pile up into the thousands. Fitting them on
+  a subset of 128 runs made the mean over-optimistic at its argmax once cheap runs outnumbered target
+  runs ten to one (Data-Mixing-Law truth, 64 runs' cost): the recommendation and the target runs aimed
+  at that argmax both went wrong. The default cap, 512, is about the run count 64 target runs' cost buys
+  when half of it goes to the cheapest fidelity (1/16 of the cost).
 - **Cost model**: ``log cost = a + b s`` fitted by least squares to the mean *observed* cost at each
   fidelity (declared cost where none was observed), as an ``AffineFidelityCostModel`` whose output
   ``InverseCostWeightedUtility`` exponentiates.
