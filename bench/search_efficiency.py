@@ -325,13 +325,16 @@ class Results:
     """Everything the runs measured, keyed by (method, truth)."""
 
     regret: dict[tuple[str, str], dict[float, list[float]]] = field(default_factory=dict)
-    z: dict[str, list[float]] = field(default_factory=dict)  # method → (true − predicted) / std, each
-    z_by: list[tuple[str, str, float, float]] = field(default_factory=list)  # (method, truth, cost, z)
+    # (method, truth, cost, z) per recommendation with a std, z = (true − predicted) / std
+    z_by: list[tuple[str, str, float, float]] = field(default_factory=list)
     unsure: dict[str, int] = field(default_factory=dict)  # method → recommendations without a std
-    # method → the diagnostics of each recommendation in z (admire's: std_calibration, target_amplitude…)
+    # method → the diagnostics of each recommendation in z_by, same order (std_calibration, target_amplitude…)
     diagnostics: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     shares: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method → fidelity → share
+
+    def z(self, method: str) -> list[float]:
+        return [z for m, _, _, z in self.z_by if m == method]
 
     def mean(self, method: str, truth: str, budget: float) -> float:
         values = self.regret.get((method, truth), {}).get(budget)
@@ -481,7 +484,6 @@ def main() -> None:
             curve = results.regret.setdefault((method, truth), {})
             for b, r in regrets.items():
                 curve.setdefault(b, []).append(r)
-            results.z.setdefault(method, []).extend(z.values())
             results.z_by += [(method, truth, b, value) for b, value in z.items()]
             results.diagnostics.setdefault(method, []).extend(diagnostics)
             results.unsure[method] = results.unsure.get(method, 0) + unsure
@@ -516,7 +518,8 @@ def report(results: Results, truths: Sequence[str], methods: Sequence[str], budg
         if len(by_fidelity) > 1:
             parts = ", ".join(f"{f} {np.mean(v):.0%}" for f, v in sorted(by_fidelity.items()))
             print(f"{method} spent its budget as: {parts} (mean over runs)")
-    for method, z in results.z.items():
+    for method in methods:
+        z = results.z(method)
         if z:
             print(
                 f"{method}: true loss within {Z90} predicted std of the predicted loss at "
@@ -557,9 +560,8 @@ def report(results: Results, truths: Sequence[str], methods: Sequence[str], budg
 
 
 def std_calibration(results: Results, method: str) -> np.ndarray:
-    """The factor admire's leave-one-out check put on each std in ``z`` (1 for other methods; nan if none)."""
-    rows = results.diagnostics.get(method) or [{"std_calibration": float("nan")}]
-    return np.array([d.get("std_calibration", 1.0) for d in rows])
+    """The factor admire's leave-one-out check put on each std in ``z`` (1 for other methods)."""
+    return np.array([d.get("std_calibration", 1.0) for d in results.diagnostics.get(method, [])])
 
 
 def coverage(z: Sequence[float]) -> float:
@@ -607,6 +609,7 @@ def summary_heldout(results: Results, floors: dict[str, float], budgets: Sequenc
 
     truths = list(floors)
     low_rho = [t for t in truths if isinstance(_SIMS[t], FidelitySurfaces) and _SIMS[t].rho == min(RHOS)]
+    factor = std_calibration(results, "admire")
     admire = regret("admire", truths)
     best_baseline = min((regret(m, truths) for m in BASELINES), key=lambda v: (np.isnan(v), v))
     keys = {
@@ -616,9 +619,9 @@ def summary_heldout(results: Results, floors: dict[str, float], budgets: Sequenc
         "transfer_floor": float(np.mean(list(floors.values()))),
         "admire_below_floor_b4": float(sum(results.mean("admire", t, at) < floors[t] for t in truths)),
         "admire_vs_gp_ei_low_rho": regret("admire", low_rho) / regret("gp_ei", low_rho),
-        "coverage_admire": coverage(results.z.get("admire", [])),
-        "coverage_gp_ei": coverage(results.z.get("gp_ei", [])),
-        "admire_std_calibration": float(np.mean(std_calibration(results, "admire"))),
+        "coverage_admire": coverage(results.z("admire")),
+        "coverage_gp_ei": coverage(results.z("gp_ei")),
+        "admire_std_calibration": float(factor.mean()) if len(factor) else float("nan"),
     }
     return "RESULT " + " ".join(f"{k}={v:.3g}" for k, v in keys.items())
 
