@@ -108,7 +108,7 @@ def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
     prior) once it is fitted, the prior's before (fewer than two target mixtures). Half the spread of
     the posterior mean between minus and plus one std is the std it adds.
     """
-    kernel: AmplitudeFidelityKernel = model.covar_module.base_kernel  # type: ignore[union-attr,assignment]
+    kernel = _amplitude_kernel(model)
     fitted = kernel.log_amplitude.detach().clone()
     learned = isinstance(kernel.log_amplitude, torch.nn.Parameter)
     sd = _laplace_std(model, kernel, fitted) if learned else AMPLITUDE_PRIOR_SD
@@ -120,6 +120,11 @@ def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
     finally:
         _set_amplitude(model, kernel, fitted)
     return float(((means[1] - means[0]) / 2) ** 2)  # the posterior is in the data's units already
+
+
+def _amplitude_kernel(model: SingleTaskGP) -> AmplitudeFidelityKernel:
+    """The ``AmplitudeFidelityKernel`` inside ``fidelity_kernel``'s scale kernel."""
+    return model.covar_module.base_kernel  # type: ignore[union-attr,return-value]
 
 
 def _set_amplitude(model: SingleTaskGP, kernel: AmplitudeFidelityKernel, value: torch.Tensor) -> None:
@@ -317,8 +322,7 @@ def fidelity_correlations(
 def target_amplitude(model: SingleTaskGP) -> float:
     """How many times as much the target's loss varies with the mixture as the cheapest fidelity's does,
     in the kernel's shared term (``AmplitudeFidelityKernel``)."""
-    kernel = model.covar_module.base_kernel  # type: ignore[union-attr]
-    return float(torch.exp(kernel.log_amplitude.detach()).squeeze())
+    return float(torch.exp(_amplitude_kernel(model).log_amplitude.detach()).squeeze())
 
 
 def diagnostics(
