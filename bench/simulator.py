@@ -46,8 +46,7 @@ from strategies.regmix import DEFAULT_CONCENTRATIONS
 from strategies.tabular import align, parse_mixtures, parse_table
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"  # ../shared from the repo root
-TARGET_COLUMN = "metric/the_pile_pile_cc_val_loss"
-TARGET_DOMAIN = "pile_cc"
+TARGET_DOMAIN = "pile_cc"  # the loss the truths model; bench/truths.py's tuning family uses others
 TARGET_TOKENS = 1_000_000_000
 CORPUS_TOKENS = 1_250_000_000
 # (name, params, tokens, wanted Spearman with the truth, offset, noise std)
@@ -63,12 +62,15 @@ COST_JITTER = 0.05  # log-normal spread of a run's FLOPs around its preset's (pa
 class Runs:
     domains: tuple[str, ...]
     weights: np.ndarray  # (768, 17)
-    target: np.ndarray  # (768,) Pile-CC loss
+    target: np.ndarray  # (768,) the target domain's loss
     average: np.ndarray  # (768,) mean loss over the 13 evaluated domains
+    target_domain: str = TARGET_DOMAIN
 
 
-def load_runs() -> Runs:
-    """All RegMix runs, train and test, read in place (never copied)."""
+def load_runs(target_domain: str = TARGET_DOMAIN) -> Runs:
+    """All RegMix runs, train and test, read in place (never copied); ``target`` is ``target_domain``'s
+    validation loss (one of the 13 evaluated Pile domains)."""
+    column = f"metric/the_pile_{target_domain}_val_loss"
     parts = []
     for split in ("train", "test"):
         mix = parse_mixtures((DATA / f"{split}_mixture_1m.csv").read_text(), f"{split} mixtures")
@@ -76,10 +78,10 @@ def load_runs() -> Runs:
         parts.append((mix, loss))
     columns = parts[0][0].columns
     weights = np.concatenate([m.select(columns).values for m, _ in parts])
-    target = np.concatenate([loss.column(TARGET_COLUMN) for _, loss in parts])
+    target = np.concatenate([loss.column(column) for _, loss in parts])
     average = np.concatenate([loss.values.mean(axis=1) for _, loss in parts])
     domains = tuple(c.removeprefix("train_the_pile_") for c in columns)
-    return Runs(domains, weights / weights.sum(axis=1, keepdims=True), target, average)
+    return Runs(domains, weights / weights.sum(axis=1, keepdims=True), target, average, target_domain)
 
 
 def make_space(runs: Runs, specs: Sequence[tuple] = FIDELITY_SPECS) -> SearchSpace:
@@ -92,7 +94,7 @@ def make_space(runs: Runs, specs: Sequence[tuple] = FIDELITY_SPECS) -> SearchSpa
     return SearchSpace(
         domains=runs.domains,
         tokens=tuple(int(t) for t in np.round(share / share.sum() * CORPUS_TOKENS)),
-        target={TARGET_DOMAIN: 1.0},
+        target={runs.target_domain: 1.0},
         fidelities=fidelities,
         max_epochs=4.0,
     )

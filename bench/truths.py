@@ -2,8 +2,9 @@
 
 ``bench/simulator.py`` builds its cheap fidelities as ``truth + offset + lam * z(w) + noise``, the structure
 admire's multi-fidelity GP assumes, and admire's defaults were tuned on it. These truths break that
-structure, and none of them was used to tune anything. Two fidelities; the cheap one costs 1/60 of the
-target (as small proxies against models 60x their cost in the issue-21 check).
+structure, and none of them was used to tune anything (``build_tuning``, the same construction on other
+targets and rho, is where tuning happens: ``--split tune-family`` of the bench). Two fidelities; the
+cheap one costs 1/60 of the target (as small proxies against models 60x their cost in the issue-21 check).
 
 - **Target** (Pile-CC loss, fitted on all 768 RegMix runs): ``lightgbm``, the repo's LightGBM regressor
   (piecewise constant: no GP's smoothness) with 500 trees at rate 0.06 instead of 3000 at 0.01 (the same
@@ -24,8 +25,8 @@ target (as small proxies against models 60x their cost in the issue-21 check).
   ``xs``), costs from ``cost_flops``, noise the GP's fitted noise. No epoch caps: the file has no
   corpus sizes; the natural mixture is the runs' mean.
 
-    .venv/bin/python bench/truths.py    # builds every held-out truth, prints what it measures (Spearman,
-                                        # transfer floor, noise, target/cheap amplitude ratio)
+    .venv/bin/python bench/truths.py [--tuning]   # builds every held-out (tuning) truth, prints what it
+                                                  # measures (Spearman, transfer floor, noise, amplitude)
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ from strategies.regression import Regressor, fit_regressor, predict_rows  # noqa
 
 KINDS = ("lightgbm", "mlp")
 RHOS = (0.5, 0.8, 0.95)
+# the tuning family: the same construction on two other web- and book-like targets, at rho in between
+TUNE_TARGETS = ("hackernews", "gutenberg_pg_19")
+TUNE_RHOS = (0.65, 0.9)
 # (name, params, tokens): the cheap run costs 6 x 250k x 66.7M FLOPs, 1/60 of the target's 6 x 1M x 1B
 TWO_FIDELITIES = (("xs", 250_000, TARGET_TOKENS // 15), ("m", 1_000_000, TARGET_TOKENS))
 BASE_NOISE = {"xs": 0.02, "m": 0.01}
@@ -148,12 +152,12 @@ class FidelitySurfaces(SimulatedRuns):
 
 
 def fit_pair(kind: str, runs: Runs) -> tuple[FittedSurface, FittedSurface]:
-    """The target (Pile-CC loss) and the cheap fidelity's other model (mean loss), of one kind."""
+    """The target (the runs' target domain's loss) and the cheap fidelity's other model (mean loss)."""
     return FittedSurface(kind, runs.weights, runs.target), FittedSurface(kind, runs.weights, runs.average)
 
 
 def blended(
-    kind: str, rho: float, pair: tuple[FittedSurface, FittedSurface], space: SearchSpace
+    kind: str, rho: float, pair: tuple[FittedSurface, FittedSurface], space: SearchSpace, name: str = ""
 ) -> FidelitySurfaces:
     """A two-fidelity truth whose cheap fidelity's noisy runs have Spearman ``rho`` with the target."""
     target, other = pair
@@ -174,28 +178,46 @@ def blended(
         )
     cheap.blend = calibrate(spearman_at, rho, 1.0)
     surfaces: dict[str, Surface] = {cheap_name: cheap, target_name: target}
-    return FidelitySurfaces(f"{kind}_rho{rho:g}", space, target, surfaces, BASE_NOISE, rho=rho)
+    name = name or f"{kind}_rho{rho:g}"
+    return FidelitySurfaces(name, space, target, surfaces, BASE_NOISE, rho=rho)
 
 
 def build_heldout(runs: Runs | None = None, names: Sequence[str] | None = None) -> dict[str, SimulatedRuns]:
     """The held-out truths by name (``lightgbm_rho0.5``, ..., ``real``), or only those in ``names``. Fits
     each target kind once for all its rho. ``real`` is skipped, with a note, while its data are missing."""
-    runs = runs or load_runs()
-    space = make_space(runs, TWO_FIDELITIES)
-    truths: dict[str, SimulatedRuns] = {}
-    for kind in KINDS:
-        wanted = [rho for rho in RHOS if names is None or f"{kind}_rho{rho:g}" in names]
-        if not wanted:
-            continue
-        pair = fit_pair(kind, runs)
-        for rho in wanted:
-            sim = blended(kind, rho, pair, space)
-            truths[sim.name] = sim
+    truths = family(runs or load_runs(), RHOS, names)
     if names is None or "real" in names:
         if REAL_RUNS.exists():
             truths["real"] = build_real(REAL_RUNS)
         else:
             print(f"note: no {REAL_RUNS.relative_to(ROOT)} yet: the 'real' truth is skipped")
+    return truths
+
+
+def build_tuning(names: Sequence[str] | None = None) -> dict[str, SimulatedRuns]:
+    """The tuning family: the held-out construction on other targets (``TUNE_TARGETS``) and other rho
+    (``TUNE_RHOS``), named ``<kind>_<target>_rho<rho>``. Defaults are chosen here, reported on the others."""
+    truths: dict[str, SimulatedRuns] = {}
+    for domain in TUNE_TARGETS:
+        truths |= family(load_runs(domain), TUNE_RHOS, names, f"_{domain}")
+    return truths
+
+
+def family(
+    runs: Runs, rhos: Sequence[float], names: Sequence[str] | None, label: str = ""
+) -> dict[str, SimulatedRuns]:
+    """``<kind><label>_rho<rho>`` for every kind and rho (those in ``names`` only, if given), each target
+    kind fitted once for all its rho."""
+    space = make_space(runs, TWO_FIDELITIES)
+    truths: dict[str, SimulatedRuns] = {}
+    for kind in KINDS:
+        wanted = [rho for rho in rhos if names is None or f"{kind}{label}_rho{rho:g}" in names]
+        if not wanted:
+            continue
+        pair = fit_pair(kind, runs)
+        for rho in wanted:
+            sim = blended(kind, rho, pair, space, f"{kind}{label}_rho{rho:g}")
+            truths[sim.name] = sim
     return truths
 
 
@@ -226,11 +248,19 @@ def build_real(path: Path) -> FidelitySurfaces:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the LightGBM truths only")
+    parser.add_argument(
+        "--tuning", action="store_true", help="the tuning family (other targets and rho) instead"
+    )
     args = parser.parse_args()
-    runs = load_runs()
-    names = [f"lightgbm_rho{rho:g}" for rho in RHOS] if args.quick else None
+    if args.tuning:
+        labels = [f"_{d}" for d in TUNE_TARGETS]
+        names = [f"lightgbm{x}_rho{rho:g}" for x in labels for rho in TUNE_RHOS] if args.quick else None
+        truths = build_tuning(names)
+    else:
+        names = [f"lightgbm_rho{rho:g}" for rho in RHOS] if args.quick else None
+        truths = build_heldout(load_runs(), names)
     result = {}
-    for name, sim in build_heldout(runs, names).items():
+    for name, sim in truths.items():
         cheap = sim.space.fidelities[0].name
         cheap_best = sim.optimum_at(cheap)
         mixtures = reference_mixtures(sim.space, 2000, seed=1)
