@@ -112,7 +112,7 @@ from strategies import botorch_utils as bt
 from strategies import simplex
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, StrategyError
 from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
-from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates, space_filling
+from strategies.mf_design import TargetShare, anchor, design_counts, fidelity_coordinates, space_filling
 from strategies.mf_model import (
     amplitude_variance,
     diagnostics,
@@ -144,6 +144,7 @@ class Admire:
         min_fidelity_correlation: below this fitted correlation between every cheaper fidelity and the
             target (``fidelity_corr_<name>`` in the diagnostics), only target runs are proposed
         std_scale: the reported std is this multiple of the model's (recalibration, see above)
+        initial_target_runs: runs of the initial design at the target fidelity (the rest are cheaper)
     """
 
     name = "admire"
@@ -161,6 +162,7 @@ class Admire:
         pessimism: float = 2.0,
         min_fidelity_correlation: float = 0.5,
         std_scale: float = 1.5,
+        initial_target_runs: int = 2,
     ) -> None:
         if n_initial is not None and n_initial < 1:
             raise StrategyError(f"n_initial must be >= 1, got {n_initial}")
@@ -172,6 +174,8 @@ class Admire:
             raise StrategyError(f"std_scale must be > 0, got {std_scale}")
         if not 0 <= min_fidelity_correlation <= 1:
             raise StrategyError(f"min_fidelity_correlation must be in [0, 1], got {min_fidelity_correlation}")
+        if initial_target_runs < 1:
+            raise StrategyError(f"initial_target_runs must be >= 1, got {initial_target_runs}")
         if not 0 <= min_target_share <= 1:
             raise StrategyError(f"min_target_share must be in [0, 1], got {min_target_share}")
         self.n_initial = n_initial
@@ -185,6 +189,7 @@ class Admire:
         self.pessimism = float(pessimism)
         self.min_fidelity_correlation = float(min_fidelity_correlation)
         self.std_scale = float(std_scale)
+        self.initial_target_runs = int(initial_target_runs)
 
     def propose(
         self,
@@ -197,9 +202,12 @@ class Admire:
         lo, hi = feasible_set(space)
         coords = fidelity_coordinates(space)
         obs = usable(space, history)
+        known = {f.name for f in space.fidelities}
+        flying = [c for c in pending if c.fidelity in known and len(c.weights) == space.k]
         n_initial = self.n_initial or max(8, space.k + 1)
         if len(obs) < n_initial:
-            return initial_design(space, obs, n, n_initial, lo, hi, seed)
+            counts = design_counts(space, n_initial, self.initial_target_runs)
+            return initial_design(space, [*obs, *flying], n, counts, lo, hi, seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = fit_model(space, obs, coords, self.max_fit)
@@ -207,8 +215,6 @@ class Admire:
             acq = acquisition(model, space, obs, coords, pool, self.num_mv_samples)
             observed = simplex.dedupe(np.array([o.weights for o in obs]))
             target = TargetImprovement(model, bt.with_columns(observed, {space.k: 1.0}), lo, hi, seed)
-            known = {f.name for f in space.fidelities}
-            flying = [c for c in pending if c.fidelity in known and len(c.weights) == space.k]
             floor = self._target_floor(model, space, coords, obs)
             share = TargetShare(space, [o.fidelity for o in obs] + [c.fidelity for c in flying], floor)
             in_flight = bt.as_tensor([[*c.weights, coords[c.fidelity]] for c in flying]) if flying else None
@@ -297,20 +303,27 @@ def usable(space: SearchSpace, history: Sequence[Observation]) -> list[Observati
 
 def initial_design(
     space: SearchSpace,
-    obs: Sequence[Observation],
+    taken: Sequence[Observation | Candidate],
     n: int,
-    n_initial: int,
+    counts: dict[str, int],
     lo: np.ndarray,
     hi: np.ndarray,
     seed: int,
 ) -> list[Candidate]:
-    """Fill what the design still lacks, cheapest fidelity first; extra slots go to the cheapest."""
-    counts = design_counts(space, n_initial)
+    """Fill what the design (``counts``: runs per fidelity) still lacks given the runs ``taken`` (done or
+    in flight), cheapest fidelity first; extra slots go to the cheapest. The first run at each
+    fidelity goes to the target-aligned ``anchor`` (where the target names training domains), the rest
+    are space-filling."""
     names: list[str] = []
     for f in space.fidelities:
-        have = sum(o.fidelity == f.name for o in obs)
+        have = sum(o.fidelity == f.name for o in taken)
         names += [f.name] * max(0, counts[f.name] - have)
     names = (names + [space.fidelities[0].name] * n)[:n]
-    taken = np.array([o.weights for o in obs]).reshape(-1, space.k)
-    weights = space_filling(np.random.default_rng(seed), n, lo, hi, taken)
+    done = np.array([o.weights for o in taken]).reshape(-1, space.k)
+    weights = space_filling(np.random.default_rng(seed), n, lo, hi, done)
+    first = anchor(space, lo, hi)
+    if first is not None:
+        fresh = {f.name for f in space.fidelities} - {o.fidelity for o in taken}
+        for f in fresh & set(names):
+            weights[names.index(f)] = first
     return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]

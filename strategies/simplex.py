@@ -28,6 +28,26 @@ def project(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, iters: int = 60) -> n
     return w
 
 
+def fill(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``x`` (k,) rescaled onto the capped simplex keeping its proportions where the bounds allow: a
+    weight clipped at a bound hands the difference to the others in proportion to theirs. Unlike
+    ``project``, which shifts every weight by one constant (zeroing the small ones), small domains stay
+    small but present."""
+    if hi.sum() < 1 - 1e-9 or lo.sum() > 1 + 1e-9:
+        raise StrategyError("the bounds admit no mixture")
+    x = np.clip(np.asarray(x, dtype=float), 0.0, None)
+    w = np.clip(x / x.sum(), lo, hi) if x.sum() > 0 else lo.copy()
+    for _ in range(len(w) + 1):
+        gap = 1.0 - w.sum()
+        if abs(gap) < 1e-12:
+            break
+        free = w < hi - 1e-12 if gap > 0 else w > lo + 1e-12
+        share = np.where(free, x, 0.0)
+        share = share / share.sum() if share.sum() > 0 else free / free.sum()
+        w = np.clip(w + gap * share, lo, hi)
+    return w / w.sum()
+
+
 def is_feasible(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     """Row-wise test that each mixture lies in the capped simplex."""
     w = np.atleast_2d(w)

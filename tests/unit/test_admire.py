@@ -16,7 +16,7 @@ from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyEr
 from strategies import botorch_utils as bt
 from strategies.admire import Admire, feasible_set
 from strategies.mf_acquisition import cost_utility
-from strategies.mf_design import TargetShare, design_counts, fidelity_coordinates
+from strategies.mf_design import TargetShare, anchor, design_counts, fidelity_coordinates
 from strategies.mf_model import (
     AmplitudeFidelityKernel,
     _fit_subset,
@@ -25,7 +25,7 @@ from strategies.mf_model import (
     level_variance,
     loo_calibration,
 )
-from strategies.simplex import is_feasible, project
+from strategies.simplex import fill, is_feasible, project
 
 OPTIMUM = np.array([0.5, 0.3, 0.2])
 
@@ -137,6 +137,50 @@ def test_first_design_spends_most_runs_at_the_cheaper_fidelities() -> None:
     strategy = Admire(n_initial=12, pool_size=128, shortlist=16, polish_iters=10)
     proposed = [c.fidelity for c in strategy.propose(sp, [], 12, seed=0)]
     assert sorted(proposed) == sorted(name for name, c in counts.items() for _ in range(c))
+
+
+def test_the_first_run_at_each_fidelity_is_the_target_aligned_mixture() -> None:
+    sp = capped_space()  # target: web and code, half each
+    lo, hi = feasible_set(sp)
+    w = anchor(sp, lo, hi)
+    assert w is not None and is_feasible(w, lo, hi, tol=1e-9)[0]
+    natural = sp.natural()
+    web, code = 0.5 * natural[:2] + 0.25  # half the mixture on the target's domains, half natural
+    assert w[0] == pytest.approx(min(web, hi[0])) and w[1] == pytest.approx(min(code, hi[1]))
+    assert w[2] / w[3] == pytest.approx(natural[2] / natural[3])  # the rest keep their proportions
+
+    proposed = Admire(n_initial=12, pool_size=128, shortlist=16).propose(sp, [], 12, seed=0)
+    first: dict[str, tuple[float, ...]] = {}
+    for cand in proposed:
+        first.setdefault(cand.fidelity, cand.weights)
+    assert set(first) == {"xs", "s", "m"}
+    assert all(np.allclose(v, w) for v in first.values())
+    assert sum(np.allclose(c.weights, w) for c in proposed) == 3  # the others fill the simplex
+
+
+def test_the_design_counts_runs_in_flight_and_anchors_only_fresh_fidelities() -> None:
+    sp = capped_space()
+    strategy = Admire(n_initial=12, pool_size=128, shortlist=16)
+    flying = strategy.propose(sp, [], 12, seed=0)[:6]  # the six xs runs, the anchor among them
+    assert {c.fidelity for c in flying} == {"xs"}
+    rest = strategy.propose(sp, [], 6, seed=1, pending=flying)
+    counts = design_counts(sp, 12)
+    assert sorted(c.fidelity for c in flying + rest) == sorted(f for f, c in counts.items() for _ in range(c))
+    w = anchor(sp, *feasible_set(sp))
+    assert {c.fidelity for c in rest if np.allclose(c.weights, w)} == {"s", "m"}
+
+
+def test_no_anchor_when_the_target_is_no_training_domain() -> None:
+    sp = SearchSpace(("a", "b"), (10, 10), {"held_out_eval": 1.0}, (Fidelity("s", 1, 1.0),))
+    assert anchor(sp, *feasible_set(sp)) is None
+
+
+def test_fill_keeps_proportions_within_the_bounds() -> None:
+    lo, hi = np.array([0.0, 0.0, 0.1, 0.0]), np.array([0.2, 1.0, 1.0, 1.0])
+    w = fill(np.array([0.6, 0.3, 0.0, 0.1]), lo, hi)
+    assert is_feasible(w, lo, hi, tol=1e-12)[0]
+    assert w[0] == pytest.approx(0.2) and w[2] == pytest.approx(0.1)  # clipped at the cap and the floor
+    assert w[1] / w[3] == pytest.approx(3.0)  # the free ones share the rest as they were
 
 
 def test_refit_handles_duplicates_and_a_history_only_at_the_target_fidelity() -> None:
