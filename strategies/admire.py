@@ -144,7 +144,6 @@ class Admire:
         min_fidelity_correlation: below this fitted correlation between every cheaper fidelity and the
             target (``fidelity_corr_<name>`` in the diagnostics), only target runs are proposed
         std_scale: the reported std is this multiple of the model's (recalibration, see above)
-        initial_target_runs: runs of the initial design at the target fidelity (the rest are cheaper)
     """
 
     name = "admire"
@@ -162,7 +161,6 @@ class Admire:
         pessimism: float = 2.0,
         min_fidelity_correlation: float = 0.5,
         std_scale: float = 1.5,
-        initial_target_runs: int = 2,
     ) -> None:
         if n_initial is not None and n_initial < 1:
             raise StrategyError(f"n_initial must be >= 1, got {n_initial}")
@@ -174,8 +172,6 @@ class Admire:
             raise StrategyError(f"std_scale must be > 0, got {std_scale}")
         if not 0 <= min_fidelity_correlation <= 1:
             raise StrategyError(f"min_fidelity_correlation must be in [0, 1], got {min_fidelity_correlation}")
-        if initial_target_runs < 1:
-            raise StrategyError(f"initial_target_runs must be >= 1, got {initial_target_runs}")
         if not 0 <= min_target_share <= 1:
             raise StrategyError(f"min_target_share must be in [0, 1], got {min_target_share}")
         self.n_initial = n_initial
@@ -189,7 +185,6 @@ class Admire:
         self.pessimism = float(pessimism)
         self.min_fidelity_correlation = float(min_fidelity_correlation)
         self.std_scale = float(std_scale)
-        self.initial_target_runs = int(initial_target_runs)
 
     def propose(
         self,
@@ -206,8 +201,7 @@ class Admire:
         flying = [c for c in pending if c.fidelity in known and len(c.weights) == space.k]
         n_initial = self.n_initial or max(8, space.k + 1)
         if len(obs) < n_initial:
-            counts = design_counts(space, n_initial, self.initial_target_runs)
-            return initial_design(space, [*obs, *flying], n, counts, lo, hi, seed)
+            return initial_design(space, [*obs, *flying], n, design_counts(space, n_initial), lo, hi, seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = fit_model(space, obs, coords, self.max_fit)
@@ -311,19 +305,23 @@ def initial_design(
     seed: int,
 ) -> list[Candidate]:
     """Fill what the design (``counts``: runs per fidelity) still lacks given the runs ``taken`` (done or
-    in flight), cheapest fidelity first; extra slots go to the cheapest. The first run at each
-    fidelity goes to the target-aligned ``anchor`` (where the target names training domains), the rest
-    are space-filling."""
+    in flight), cheapest fidelity first; extra slots go to the cheapest. The first run at each fidelity
+    goes to the target-aligned ``anchor`` (where the target names training domains), the target's
+    before all others: its loss and std are then known from the first target run's cost on, and it is
+    the best prior guess of the target's optimum. The rest are space-filling."""
     names: list[str] = []
     for f in space.fidelities:
         have = sum(o.fidelity == f.name for o in taken)
         names += [f.name] * max(0, counts[f.name] - have)
+    first = anchor(space, lo, hi)
+    fresh = {f.name for f in space.fidelities} - {o.fidelity for o in taken}
+    target = space.target_fidelity.name
+    if first is not None and target in fresh and target in names:
+        names.insert(0, names.pop(names.index(target)))
     names = (names + [space.fidelities[0].name] * n)[:n]
     done = np.array([o.weights for o in taken]).reshape(-1, space.k)
     weights = space_filling(np.random.default_rng(seed), n, lo, hi, done)
-    first = anchor(space, lo, hi)
     if first is not None:
-        fresh = {f.name for f in space.fidelities} - {o.fidelity for o in taken}
         for f in fresh & set(names):
             weights[names.index(f)] = first
     return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]

@@ -29,15 +29,15 @@ def fidelity_coordinates(space: SearchSpace) -> dict[str, float]:
     return {f.name: float(v) for f, v in zip(space.fidelities, s, strict=True)}
 
 
-def design_counts(space: SearchSpace, n_initial: int, n_target: int = 2) -> dict[str, int]:
-    """Runs per fidelity in the first design: ``n_target`` at the target, the rest ∝ 1/sqrt(cost) below it.
+def design_counts(space: SearchSpace, n_initial: int) -> dict[str, int]:
+    """Runs per fidelity in the first design: two at the target, the rest ∝ 1/sqrt(cost) below it.
 
     The target runs pin the GP's offset between fidelities; the cheap ones buy coverage of the simplex.
     """
     target = space.target_fidelity.name
     lower = [f for f in space.fidelities if f.name != target]
     counts = {f.name: 0 for f in space.fidelities}
-    counts[target] = n_initial if not lower else min(n_target, n_initial)
+    counts[target] = n_initial if not lower else min(2, n_initial)
     rest = n_initial - counts[target]
     if rest <= 0:
         return counts

@@ -150,6 +150,9 @@ def test_the_first_run_at_each_fidelity_is_the_target_aligned_mixture() -> None:
     assert w[2] / w[3] == pytest.approx(natural[2] / natural[3])  # the rest keep their proportions
 
     proposed = Admire(n_initial=12, pool_size=128, shortlist=16).propose(sp, [], 12, seed=0)
+    assert proposed[0].fidelity == "m"  # the target's anchor first: a predicted loss from its cost on
+    one = Admire(n_initial=12, pool_size=128, shortlist=16).propose(sp, [], 1, seed=0)
+    assert one[0].fidelity == "m" and np.allclose(one[0].weights, w)
     first: dict[str, tuple[float, ...]] = {}
     for cand in proposed:
         first.setdefault(cand.fidelity, cand.weights)
@@ -161,13 +164,13 @@ def test_the_first_run_at_each_fidelity_is_the_target_aligned_mixture() -> None:
 def test_the_design_counts_runs_in_flight_and_anchors_only_fresh_fidelities() -> None:
     sp = capped_space()
     strategy = Admire(n_initial=12, pool_size=128, shortlist=16)
-    flying = strategy.propose(sp, [], 12, seed=0)[:6]  # the six xs runs, the anchor among them
-    assert {c.fidelity for c in flying} == {"xs"}
-    rest = strategy.propose(sp, [], 6, seed=1, pending=flying)
+    flying = strategy.propose(sp, [], 12, seed=0)[:7]  # the target's anchor and the six xs runs
+    assert [c.fidelity for c in flying] == ["m"] + ["xs"] * 6
+    rest = strategy.propose(sp, [], 5, seed=1, pending=flying)
     counts = design_counts(sp, 12)
     assert sorted(c.fidelity for c in flying + rest) == sorted(f for f, c in counts.items() for _ in range(c))
     w = anchor(sp, *feasible_set(sp))
-    assert {c.fidelity for c in rest if np.allclose(c.weights, w)} == {"s", "m"}
+    assert [c.fidelity for c in rest if np.allclose(c.weights, w)] == ["s"]
 
 
 def test_no_anchor_when_the_target_is_no_training_domain() -> None:
