@@ -57,10 +57,11 @@ def anchor(space: SearchSpace, lo: np.ndarray, hi: np.ndarray, share: float = 0.
     target domain is a training domain.
 
     Training on the data you are evaluated on is the oldest prior in data mixing, and with epoch caps
-    the target's domains often sit at their caps in the best mixture: on the tuning family of
-    ``bench/truths.py`` this one mixture alone had target regret 0.14-0.23, at or below what admire
-    reached after four target runs' cost without it (``python bench/search_efficiency.py --split
-    tune-family --methods aligned,admire --max-budget 4``).
+    the target's domains often sit at their caps in the best mixture. On the tuning family of
+    ``bench/truths.py`` this one mixture has target regret 0.15-0.23 (mean 0.18), where admire without
+    it (at 65f551b) reached 0.27 after four target runs' cost and TPE's best of four target runs 0.27
+    (``python bench/search_efficiency.py --split tune-family --methods aligned,admire,tpe
+    --max-budget 4``).
     """
     t = np.array([space.target.get(d, 0.0) for d in space.domains], dtype=float)
     if t.sum() <= 0:
