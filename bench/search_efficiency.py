@@ -25,8 +25,11 @@ its predicted loss (nominal 90 %).
 
 Methods are a table, ``METHODS``: name → function(simulator, budgets, seed) → ``Trace`` (the
 recommendation at each budget, and the cost spent per fidelity). The baselines spend the same cost:
-single-fidelity GP-EI (admire's initial-design generator and recommendation rule), Optuna TPE, random
-draws, RegMix and CLIMB at the target fidelity.
+single-fidelity GP-EI (admire's initial design, target-aligned first run included, and recommendation
+rule), Optuna TPE, random draws, RegMix and CLIMB at the target fidelity; on request (``--methods``)
+RegMix and CLIMB on cheap runs only (``regmix_cheap``, ``climb_cheap``: the small-proxy way they are
+meant to be used). ``uniform``, ``natural`` and ``aligned`` (the target-aligned mixture admire starts
+from, ``mf_design.anchor``) are single mixtures, no search.
 
     .venv/bin/python bench/search_efficiency.py [--quick] [--split heldout|tune-family|tune] [--seeds N]
         [--jobs 2]
