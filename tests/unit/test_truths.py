@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from bench.simulator import load_runs, make_space, reference_mixtures, search_minimum
-from bench.truths import RHOS, TWO_FIDELITIES, FidelitySurfaces, blended, build_real, fit_pair
+from bench.truths import (
+    RHOS,
+    TUNE_RHOS,
+    TUNE_TARGETS,
+    TWO_FIDELITIES,
+    FidelitySurfaces,
+    blended,
+    build_real,
+    fit_pair,
+)
 from strategies import simplex
 from strategies.base import Candidate
 
@@ -122,3 +131,14 @@ def test_real_truth_reads_the_two_fidelity_table(tmp_path: Path) -> None:
     assert sim.best_weights[0] == pytest.approx(0.6, abs=0.15)
     obs = sim.run(Candidate(tuple(sim.best_weights), "xs"), np.random.default_rng(1))
     assert obs.target_loss == pytest.approx(5.0, abs=0.2)
+
+
+@needs_regmix
+def test_the_tuning_family_models_another_target_than_the_held_out_truths() -> None:
+    held_out, tuning = load_runs(), load_runs(TUNE_TARGETS[0])
+    assert np.array_equal(held_out.weights, tuning.weights)  # the same runs, another loss
+    assert not np.allclose(held_out.target, tuning.target)
+    assert np.array_equal(held_out.average, tuning.average)
+    space = make_space(tuning, TWO_FIDELITIES)
+    assert dict(space.target) == {TUNE_TARGETS[0]: 1.0} and TUNE_TARGETS[0] in space.domains
+    assert not set(TUNE_RHOS) & set(RHOS)
