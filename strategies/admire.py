@@ -314,7 +314,9 @@ def initial_design(
     in flight), cheapest fidelity first; extra slots go to the cheapest. The first run at each fidelity
     goes to the target-aligned ``anchor`` (where the target names training domains), the target's
     before all others: its loss and std are then known from the first target run's cost on, and it is
-    the best prior guess of the target's optimum. The rest are space-filling."""
+    the best prior guess of the target's optimum. The rest are space-filling among the runs at their
+    own fidelity: two target runs close together (the anchor and a near-optimal neighbour) leave the
+    target's amplitude to the prior, and every prediction away from them with it."""
     names: list[str] = []
     for f in space.fidelities:
         have = sum(o.fidelity == f.name for o in taken)
@@ -325,8 +327,11 @@ def initial_design(
     if first is not None and target in fresh and target in names:
         names.insert(0, names.pop(names.index(target)))
     names = (names + [space.fidelities[0].name] * n)[:n]
-    done = np.array([o.weights for o in taken]).reshape(-1, space.k)
-    weights = space_filling(np.random.default_rng(seed), n, lo, hi, done)
+    rng, weights = np.random.default_rng(seed), np.empty((n, space.k))
+    for f in dict.fromkeys(names):
+        slots = [i for i, name in enumerate(names) if name == f]
+        done = np.array([o.weights for o in taken if o.fidelity == f]).reshape(-1, space.k)
+        weights[slots] = space_filling(rng, len(slots), lo, hi, done)
     if first is not None:
         for f in fresh & set(names):
             weights[names.index(f)] = first

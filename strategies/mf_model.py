@@ -25,6 +25,7 @@ from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.operators import DiagLinearOperator
 
 from strategies import botorch_utils as bt
+from strategies import simplex
 from strategies.base import Observation, SearchSpace
 from strategies.mf_design import fidelity_coordinates
 
@@ -333,7 +334,9 @@ def diagnostics(
     max_fit: int,
 ) -> dict[str, float]:
     """Counts (``n_fit``: runs the hyperparameters were fitted on), the fitted noise std and mean
-    offset from the target (``offset_<name>``, in loss units) at each fidelity, and how well
+    offset from the target (``offset_<name>``, in loss units: the predicted loss there less the
+    target's, averaged over the observed mixtures; with a fitted target amplitude the mean levels
+    alone no longer say it) at each fidelity, and how well
     leave-one-out predictions rank the target-fidelity runs (``cv_spearman``) and how far they miss in
     units of their std (``std_calibration``, ``loo_calibration``)."""
     target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
@@ -344,14 +347,12 @@ def diagnostics(
         "n_fit": float(min(len(obs), max_fit)),
     }
     centre = np.full((1, space.k), 1.0 / space.k)
-    scale = bt.outcome_scale(model)
-    with torch.no_grad():
-        target_level = float(model.mean_module(bt.with_columns(centre, {space.k: 1.0})))
+    observed = simplex.dedupe(np.array([o.weights for o in obs]))
+    at_target, _ = bt.mean_and_std(model, bt.with_columns(observed, {space.k: 1.0}))  # -loss
     for f, s in fidelity_coordinates(space).items():
-        x = bt.with_columns(centre, {space.k: s})
-        out[f"noise_std_{f}"] = bt.noise_std(model, x)
-        with torch.no_grad():  # the model is on -loss, standardised
-            out[f"offset_{f}"] = (target_level - float(model.mean_module(x))) * scale
+        out[f"noise_std_{f}"] = bt.noise_std(model, bt.with_columns(centre, {space.k: s}))
+        here, _ = bt.mean_and_std(model, bt.with_columns(observed, {space.k: s}))
+        out[f"offset_{f}"] = float(np.mean(at_target - here))
     for f, rho in fidelity_correlations(model, space, fidelity_coordinates(space), obs).items():
         out[f"fidelity_corr_{f}"] = rho
     out["target_amplitude"] = target_amplitude(model)
