@@ -323,16 +323,20 @@ def simulator_truths(runs: Runs, names: Sequence[str] | None) -> dict[str, Simul
     return {f: build(f, runs) for f in ("gp", "dml") if names is None or f in names}
 
 
+# the held-out family and its tuning twin are run at the same budgets
+FAMILY_BUDGETS: dict = {
+    "budgets": (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+    "bo_max": 16.0,
+    "quick_budgets": (1.0, 2.0),
+}
 SPLITS = {
     "heldout": Split(
         about="bench/truths.py: lightgbm and mlp targets x cheap-fidelity Spearman 0.5/0.8/0.95 (+ real), "
         "seeds 100-109; nothing was tuned on these: report these",
         first_seed=100,
         seeds=10,
-        budgets=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
-        bo_max=16.0,
         quick_truths=("lightgbm_rho0.8",),
-        quick_budgets=(1.0, 2.0),
+        **FAMILY_BUDGETS,
         truths=build_heldout,
     ),
     "tune-family": Split(
@@ -340,10 +344,8 @@ SPLITS = {
         "Spearman 0.65/0.9, seeds 0-4: the held-out family's kind of truth, for tuning",
         first_seed=0,
         seeds=5,
-        budgets=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
-        bo_max=16.0,
         quick_truths=("lightgbm_hackernews_rho0.9",),
-        quick_budgets=(1.0, 2.0),
+        **FAMILY_BUDGETS,
         truths=lambda runs, names: build_tuning(names),
     ),
     "tune": Split(
