@@ -71,8 +71,8 @@ Choices, and why:
   target's own domains, within the caps), the target's first of all: a budget of one target run buys
   it, so there is a predicted loss and std from then on, at the best prior guess. On the tuning family
   (``python bench/search_efficiency.py --split tune-family --methods admire --max-budget 4``) it
-  lowered regret at four target runs' cost from 0.27 (at 65f551b) to 0.18-0.20 (at e3c4ab6 and
-  17a361b).
+  lowered regret at four target runs' cost from 0.27 (at 65f551b) to 0.18-0.20 (at e3c4ab6, 17a361b
+  and 4a031e9), where the aligned mixture alone scores 0.18: the search adds little to it yet.
 - **Recommendation**: of the posterior mean's local maxima at the target fidelity (``optimize_acqf``
   on ``PosteriorMean``) and every observed mixture, under the caps at ``space.recommend_budget()``,
   the one with the lowest predicted loss + ``pessimism`` (2) x latent std. The recommendation is
