@@ -328,11 +328,11 @@ def initial_design(
         names.insert(0, names.pop(names.index(target)))
     names = (names + [space.fidelities[0].name] * n)[:n]
     rng, weights = np.random.default_rng(seed), np.empty((n, space.k))
-    for f in dict.fromkeys(names):
-        slots = [i for i, name in enumerate(names) if name == f]
-        done = np.array([o.weights for o in taken if o.fidelity == f]).reshape(-1, space.k)
+    for name in dict.fromkeys(names):
+        slots = [i for i, other in enumerate(names) if other == name]
+        done = np.array([o.weights for o in taken if o.fidelity == name]).reshape(-1, space.k)
         weights[slots] = space_filling(rng, len(slots), lo, hi, done)
     if first is not None:
-        for f in fresh & set(names):
-            weights[names.index(f)] = first
+        for name in fresh & set(names):
+            weights[names.index(name)] = first
     return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]
