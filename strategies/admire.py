@@ -101,8 +101,9 @@ Choices, and why:
   held-out truths it lifted coverage from 67 % to 70 %; the amplitude term then took it to 84 %
   (README, "Search quality").
 
-Defaults were chosen on the tuning simulator (``--split tune``); the held-out truths of
-``bench/search_efficiency.py`` (the default split) are where its figures in the README come from.
+Defaults were chosen on the tuning simulator (``--split tune``), the anchor on the tuning family
+(``--split tune-family``); the held-out truths of ``bench/search_efficiency.py`` (the default split)
+are where its figures in the README come from.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def anchor(space: SearchSpace, lo: np.ndarray, hi: np.ndarray, share: float = 0.
     weight), the rest as the corpus comes (natural), within the bounds (``simplex.fill``); None when no
     target domain is a training domain.
 
-    Training on the data you are evaluated on is the oldest prior in data mixing, and with epoch caps
-    the target's domains often sit at their caps in the best mixture. On the tuning family of
+    Training on the data you are evaluated on is the first prior a practitioner reaches for, and with
+    epoch caps the target's domains often sit at their caps in the best mixture. On the tuning family of
     ``bench/truths.py`` this one mixture has target regret 0.15-0.23 (mean 0.18), where admire without
     it (at 65f551b) reached 0.27 after four target runs' cost and TPE's best of four target runs 0.27
     (``python bench/search_efficiency.py --split tune-family --methods aligned,admire,tpe

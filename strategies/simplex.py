@@ -42,6 +42,8 @@ def fill(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         if abs(gap) < 1e-12:
             break
         free = w < hi - 1e-12 if gap > 0 else w > lo + 1e-12
+        if not free.any():  # the bounds sum to 1 within the check's tolerance: renormalise below
+            break
         share = np.where(free, x, 0.0)
         share = share / share.sum() if share.sum() > 0 else free / free.sum()
         w = np.clip(w + gap * share, lo, hi)
