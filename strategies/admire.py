@@ -332,8 +332,8 @@ def initial_design(
     for name in dict.fromkeys(names):
         slots = [i for i, other in enumerate(names) if other == name]
         done = np.array([o.weights for o in taken if o.fidelity == name]).reshape(-1, space.k)
+        if first is not None and name in fresh:
+            weights[slots.pop(0)] = first
+            done = first[None, :]
         weights[slots] = space_filling(rng, len(slots), lo, hi, done)
-    if first is not None:
-        for name in fresh & set(names):
-            weights[names.index(name)] = first
     return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]

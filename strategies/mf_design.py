@@ -95,7 +95,7 @@ def space_filling(
             continue
         dist = np.linalg.norm(draws[:, None, :] - ref[None, :, :], axis=-1).min(axis=1)
         chosen.append(draws[int(np.argmax(dist))])
-    return np.array(chosen)
+    return np.array(chosen).reshape(-1, k)
 
 
 class TargetShare:
