@@ -25,11 +25,12 @@ its predicted loss (nominal 90 %).
 
 Methods are a table, ``METHODS``: name → function(simulator, budgets, seed) → ``Trace`` (the
 recommendation at each budget, and the cost spent per fidelity). The baselines spend the same cost:
-single-fidelity GP-EI (admire's initial design, target-aligned first run included, and recommendation
-rule), Optuna TPE, random draws, RegMix and CLIMB at the target fidelity; on request (``--methods``)
-RegMix and CLIMB on cheap runs only (``regmix_cheap``, ``climb_cheap``: the small-proxy way they are
-meant to be used). ``uniform``, ``natural`` and ``aligned`` (the target-aligned mixture admire starts
-from, ``mf_design.anchor``) are single mixtures, no search.
+single-fidelity GP-EI (admire's initial design, its target-aligned first and contrasting second target
+runs included, and recommendation rule), Optuna TPE, random draws, RegMix and CLIMB at the target
+fidelity; on request (``--methods``) RegMix and CLIMB on cheap runs only (``regmix_cheap``,
+``climb_cheap``: the small-proxy way they are meant to be used). ``uniform``, ``natural`` and
+``aligned`` (the target-aligned mixture admire starts from, ``mf_design.anchor``) are single mixtures,
+no search.
 
     .venv/bin/python bench/search_efficiency.py [--quick] [--split heldout|tune-family|tune] [--seeds N]
         [--jobs 2]
@@ -65,7 +66,7 @@ from strategies import botorch_utils as bt  # noqa: E402
 from strategies import get_strategy, simplex  # noqa: E402
 from strategies.admire import Admire, feasible_set, usable  # noqa: E402
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, Strategy  # noqa: E402
-from strategies.mf_design import anchor, space_filling  # noqa: E402
+from strategies.mf_design import anchor, contrast, design  # noqa: E402
 
 
 @dataclass
@@ -165,10 +166,8 @@ class GpEi:
         obs = self._target_runs(space, history)
         if len(obs) < self.n_initial:
             taken = np.array([o.weights for o in obs]).reshape(-1, space.k)
-            weights = space_filling(np.random.default_rng(seed), n, lo, hi, taken)
-            first = anchor(space, lo, hi)
-            if not obs and first is not None:  # admire's first run at each fidelity
-                weights[0] = first
+            guesses = [anchor(space, lo, hi), contrast(space, lo, hi)]  # admire's first two target runs
+            weights = design(np.random.default_rng(seed), n, lo, hi, taken, guesses)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)

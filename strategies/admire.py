@@ -119,7 +119,7 @@ from strategies import botorch_utils as bt
 from strategies import simplex
 from strategies.base import Candidate, Observation, Recommendation, SearchSpace, StrategyError
 from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
-from strategies.mf_design import TargetShare, anchor, design_counts, fidelity_coordinates, space_filling
+from strategies.mf_design import TargetShare, anchor, contrast, design, design_counts, fidelity_coordinates
 from strategies.mf_model import (
     amplitude_variance,
     diagnostics,
@@ -315,25 +315,23 @@ def initial_design(
     in flight), cheapest fidelity first; extra slots go to the cheapest. The first run at each fidelity
     goes to the target-aligned ``anchor`` (where the target names training domains), the target's
     before all others: its loss and std are then known from the first target run's cost on, and it is
-    the best prior guess of the target's optimum. The rest are space-filling among the runs at their
-    own fidelity: two target runs close together (the anchor and a near-optimal neighbour) leave the
-    target's amplitude to the prior, and every prediction away from them with it."""
+    the best prior guess of the target's optimum. The target's second run is the anchor's ``contrast``,
+    which moves the target domains' share: two target runs of much the same loss leave the target's
+    amplitude to the prior, and every prediction away from them with it. The rest are space-filling
+    among the runs at their own fidelity."""
     names: list[str] = []
     for f in space.fidelities:
         have = sum(o.fidelity == f.name for o in taken)
         names += [f.name] * max(0, counts[f.name] - have)
-    first = anchor(space, lo, hi)
+    first, target = anchor(space, lo, hi), space.target_fidelity.name
     fresh = {f.name for f in space.fidelities} - {o.fidelity for o in taken}
-    target = space.target_fidelity.name
     if first is not None and target in fresh and target in names:
         names.insert(0, names.pop(names.index(target)))
     names = (names + [space.fidelities[0].name] * n)[:n]
+    guesses = {f.name: [first] for f in space.fidelities} | {target: [first, contrast(space, lo, hi)]}
     rng, weights = np.random.default_rng(seed), np.empty((n, space.k))
     for name in dict.fromkeys(names):
         slots = [i for i, other in enumerate(names) if other == name]
         done = np.array([o.weights for o in taken if o.fidelity == name]).reshape(-1, space.k)
-        if first is not None and name in fresh:
-            weights[slots.pop(0)] = first
-            done = first[None, :]
-        weights[slots] = space_filling(rng, len(slots), lo, hi, done)
+        weights[slots] = design(rng, len(slots), lo, hi, done, guesses[name])
     return [Candidate(tuple(float(v) for v in w), f) for w, f in zip(weights, names, strict=True)]

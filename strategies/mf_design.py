@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from strategies import simplex
@@ -67,6 +69,37 @@ def anchor(space: SearchSpace, lo: np.ndarray, hi: np.ndarray, share: float = 0.
     if t.sum() <= 0:
         return None
     return simplex.fill((1.0 - share) * space.natural() + share * t / t.sum(), lo, hi)
+
+
+def contrast(space: SearchSpace, lo: np.ndarray, hi: np.ndarray, share: float = 0.5) -> np.ndarray | None:
+    """The anchor's opposite: ``share`` of the mixture on the domains the target does not name (as the
+    corpus comes), the rest natural; None unless the target names some training domains and not all.
+
+    A second target run that differs from the anchor mostly in the domains the target ignores (both
+    heavy on web and code, say, for a web-and-code target) scores much like it, which leaves the target's
+    amplitude to the prior; this one moves the target's own share, the direction its loss moves most.
+    """
+    t = np.array([space.target.get(d, 0.0) > 0 for d in space.domains])
+    if not t.any() or t.all():
+        return None
+    other = np.where(t, 0.0, space.natural())
+    return simplex.fill((1.0 - share) * space.natural() + share * other / other.sum(), lo, hi)
+
+
+def design(
+    rng: np.random.Generator,
+    n: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    done: np.ndarray,
+    guesses: Sequence[np.ndarray | None],
+) -> np.ndarray:
+    """``n`` more runs at one fidelity that has the runs ``done``: the prior ``guesses`` not yet reached
+    (the first runs at a fidelity are the guesses, in order), then ``space_filling`` from all of them."""
+    k = len(lo)
+    chosen = np.array([g for g in guesses if g is not None][len(done) :][:n]).reshape(-1, k)
+    ref = np.concatenate([np.asarray(done, dtype=float).reshape(-1, k), chosen])
+    return np.concatenate([chosen, space_filling(rng, n - len(chosen), lo, hi, ref)])
 
 
 def space_filling(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -16,7 +17,7 @@ from strategies import Candidate, Fidelity, Observation, SearchSpace, StrategyEr
 from strategies import botorch_utils as bt
 from strategies.admire import Admire, feasible_set
 from strategies.mf_acquisition import cost_utility
-from strategies.mf_design import TargetShare, anchor, design_counts, fidelity_coordinates
+from strategies.mf_design import TargetShare, anchor, contrast, design_counts, fidelity_coordinates
 from strategies.mf_model import (
     AmplitudeFidelityKernel,
     _fit_subset,
@@ -173,20 +174,27 @@ def test_the_design_counts_runs_in_flight_and_anchors_only_fresh_fidelities() ->
     assert [c.fidelity for c in rest if np.allclose(c.weights, w)] == ["s"]
 
 
-def test_a_design_proposed_in_one_call_spreads_the_second_target_run_away_from_the_anchor() -> None:
-    """Two target runs close together leave the target's amplitude to the prior (the ask/tell offset
-    test failed so when the planner asked for the whole design at once)."""
-    sp = capped_space()
+def test_the_target_s_second_run_is_the_contrast_in_one_call_or_two() -> None:
+    """Two target runs of much the same loss leave the target's amplitude to the prior (the ask/tell
+    offset test failed so when the planner asked for the whole design at once)."""
+    sp = capped_space()  # target: web and code
     lo, hi = feasible_set(sp)
-    w = anchor(sp, lo, hi)
-    assert w is not None
-    typical = np.median(
-        np.linalg.norm(project(np.random.default_rng(0).dirichlet(np.ones(sp.k), 400), lo, hi) - w, axis=1)
-    )
-    for seed in range(10):
-        design = Admire(n_initial=12, pool_size=128, shortlist=16).propose(sp, [], 12, seed=seed)
-        second = [c.weights for c in design if c.fidelity == "m"][1]
-        assert np.linalg.norm(np.array(second) - w) > typical
+    first, second = anchor(sp, lo, hi), contrast(sp, lo, hi)
+    assert first is not None and second is not None and is_feasible(second, lo, hi, tol=1e-9)[0]
+    assert second[:2].sum() < 0.5 * first[:2].sum()  # the target's domains held back
+    assert second[2] / second[3] == pytest.approx(sp.natural()[2] / sp.natural()[3])
+    strategy = Admire(n_initial=12, pool_size=128, shortlist=16)
+    at_once = [c.weights for c in strategy.propose(sp, [], 12, seed=0) if c.fidelity == "m"]
+    flying = strategy.propose(sp, [], 1, seed=0)
+    later = [c.weights for c in strategy.propose(sp, [], 11, seed=1, pending=flying) if c.fidelity == "m"]
+    assert np.allclose(at_once, [first, second]) and np.allclose(later, [second])
+
+
+def test_no_contrast_when_the_target_names_every_domain_or_none() -> None:
+    sp = capped_space()
+    every = dataclasses.replace(sp, target=dict.fromkeys(sp.domains, 0.25))
+    none = dataclasses.replace(sp, target={"held_out_eval": 1.0})
+    assert contrast(every, *feasible_set(every)) is None and contrast(none, *feasible_set(none)) is None
 
 
 def test_no_anchor_when_the_target_is_no_training_domain() -> None:
