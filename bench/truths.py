@@ -61,6 +61,8 @@ from bench.simulator import (  # noqa: E402
     search_minimum,
 )
 from strategies import botorch_utils as bt  # noqa: E402
+from strategies import simplex  # noqa: E402
+from strategies.admire import feasible_set  # noqa: E402
 from strategies.base import Fidelity, SearchSpace  # noqa: E402
 from strategies.regression import Regressor, fit_regressor, predict_rows  # noqa: E402
 
@@ -245,6 +247,12 @@ def build_real(path: Path) -> FidelitySurfaces:
     return FidelitySurfaces("real", space, surfaces["s"], surfaces, noise, homoscedastic)
 
 
+def amplitude_over(sim: SimulatedRuns, mixtures: np.ndarray) -> float:
+    """How much more the target's loss varies than the cheap fidelity's over ``mixtures`` (std ratio):
+    the truth of admire's ``target_amplitude``, which depends on where the runs go."""
+    return float(sim.truth.loss(mixtures).std() / sim.mean_at(mixtures, sim.space.fidelities[0].name).std())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the LightGBM truths only")
@@ -266,14 +274,20 @@ def main() -> None:
         mixtures = reference_mixtures(sim.space, 2000, seed=1)
         noise = sim.noise_at(mixtures, cheap)
         rho, floor = sim.correlations()[cheap], sim.regret(cheap_best)
-        amplitude = float(sim.truth.loss(mixtures).std() / sim.mean_at(mixtures, cheap).std())
+        amplitude = amplitude_over(sim, mixtures)
+        lo, hi = feasible_set(sim.space)
+        k = sim.space.k
+        spread = simplex.dirichlet(np.random.default_rng(1), np.ones(k), [0.5 * k, k, 3.0 * k], 2000, lo, hi)
+        wide = amplitude_over(sim, spread)
         print(
             f"[{name}] best loss {sim.best_loss:.4f}; cheap runs' Spearman with it {rho:.3f}; cheap optimum "
             f"{np.abs(cheap_best - sim.best_weights).sum():.2f} away (L1), target regret there {floor:.4f}; "
-            f"cheap noise std {noise.min():.3f} to {noise.max():.3f}; the target's loss varies over "
-            f"mixtures {amplitude:.2f}x as much as the cheap fidelity's (std ratio)"
+            f"cheap noise std {noise.min():.3f} to {noise.max():.3f}; the target's loss varies "
+            f"{amplitude:.2f}x as much as the cheap fidelity's (std ratio) over RegMix-style mixtures, "
+            f"{wide:.2f}x over the capped simplex (admire's design and candidate draws)"
         )
         result[f"floor_{name}"], result[f"rho_{name}"], result[f"amplitude_{name}"] = floor, rho, amplitude
+        result[f"amplitude_simplex_{name}"] = wide
     print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in result.items()))
 
 
