@@ -69,10 +69,12 @@ Choices, and why:
   capped simplex, mostly at the cheaper fidelities (weighted by 1/sqrt(cost)) plus two target runs.
   The first run at each fidelity is the target-aligned ``mf_design.anchor`` (half the mixture on the
   target's own domains, within the caps), the target's first of all: a budget of one target run buys
-  it, so there is a predicted loss and std from then on, at the best prior guess. On the tuning family
-  (``python bench/search_efficiency.py --split tune-family --methods admire --max-budget 4``) it
+  it, so there is a predicted loss and std from then on, at the best prior guess. The target's second
+  run is its ``mf_design.contrast`` (half on the domains the target does not name), so the first two
+  target runs differ in loss and pin the target's amplitude. On the tuning family (``python
+  bench/search_efficiency.py --split tune-family --methods admire --max-budget 4``) the anchor
   lowered regret at four target runs' cost from 0.27 (at 65f551b) to 0.18-0.20 (at e3c4ab6, 17a361b
-  and 4a031e9), where the aligned mixture alone scores 0.18: the search adds little to it yet.
+  and 4a031e9), where the aligned mixture alone scores 0.18, and the contrast to 0.158 (at 3ea2ba7).
 - **Recommendation**: of the posterior mean's local maxima at the target fidelity (``optimize_acqf``
   on ``PosteriorMean``) and every observed mixture, under the caps at ``space.recommend_budget()``,
   the one with the lowest predicted loss + ``pessimism`` (2) x latent std. The recommendation is
@@ -101,7 +103,7 @@ Choices, and why:
   held-out truths it lifted coverage from 67 % to 70 %; the amplitude term then took it to 84 %
   (README, "Search quality").
 
-Defaults were chosen on the tuning simulator (``--split tune``), the anchor on the tuning family
+Defaults were chosen on the tuning simulator (``--split tune``), anchor and contrast on the tuning family
 (``--split tune-family``); the held-out truths of ``bench/search_efficiency.py`` (the default split)
 are where its figures in the README come from.
 """
