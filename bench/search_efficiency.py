@@ -65,7 +65,14 @@ from bench.truths import FidelitySurfaces, build_heldout, build_tuning  # noqa: 
 from strategies import botorch_utils as bt  # noqa: E402
 from strategies import get_strategy, simplex  # noqa: E402
 from strategies.admire import Admire, feasible_set, usable  # noqa: E402
-from strategies.base import Candidate, Observation, Recommendation, SearchSpace, Strategy  # noqa: E402
+from strategies.base import (  # noqa: E402
+    Candidate,
+    Observation,
+    Recommendation,
+    SearchSpace,
+    Strategy,
+    StrategyError,
+)
 from strategies.mf_design import anchor, contrast, design  # noqa: E402
 
 
@@ -295,8 +302,11 @@ METHODS: dict[str, Method] = {
     "tpe": lambda sim, budgets, seed: best_observed(sim, budgets, seed, tpe_mixtures(sim.space, seed)),
     "gp_ei": lambda sim, budgets, seed: drive(GpEi(), sim, budgets, seed, batch=4),
     # 8 a round: with half the cost at the target that is ~4 target runs a round, as gp_ei's q = 4.
-    "admire": lambda sim, budgets, seed: drive(get_strategy("admire"), sim, budgets, seed, batch=8),
+    "admire": lambda sim, budgets, seed: drive(
+        get_strategy("admire", **ADMIRE_OPTIONS), sim, budgets, seed, batch=8
+    ),
 }
+ADMIRE_OPTIONS: dict[str, float] = {}  # ``--admire-option``: set before the worker pool forks
 BO = {"gp_ei", "admire"}  # slow per step: run to the split's BO budget only
 # the best of these is what admire must beat; the *_cheap ones only where --methods names them: CLIMB
 # on cheap runs pays per run, and 64 target runs' cost is 3,840 cheap runs
@@ -488,7 +498,16 @@ def main() -> None:
         help=f"comma-separated, of: {', '.join(METHODS)} (default: all but {', '.join(sorted(OPT_IN))})",
     )
     parser.add_argument("--truths", help="comma-separated truth names (default: all of the split)")
+    parser.add_argument(
+        "--admire-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an Admire argument for the admire method, e.g. pessimism=1 (repeatable; for tuning on "
+        "--split tune-family)",
+    )
     args = parser.parse_args()
+    ADMIRE_OPTIONS.update(admire_options(args.admire_option))
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -544,6 +563,24 @@ def main() -> None:
         print(summary_tune(results, list(_SIMS)))
     else:
         print(summary_heldout(results, floors, budgets))
+
+
+def admire_options(pairs: Sequence[str]) -> dict[str, float]:
+    """``["pessimism=1", …]`` → keyword arguments for ``admire``, checked by building it once."""
+    options: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            options[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(f"--admire-option {pair!r}: expected NAME=VALUE with a numeric VALUE")
+    try:
+        get_strategy("admire", **options)
+    except StrategyError as e:
+        raise SystemExit(f"--admire-option: {e}") from e
+    return options
 
 
 def report(results: Results, truths: Sequence[str], methods: Sequence[str], budgets: Sequence[float]) -> None:
