@@ -275,10 +275,7 @@ def main() -> None:
         noise = sim.noise_at(mixtures, cheap)
         rho, floor = sim.correlations()[cheap], sim.regret(cheap_best)
         amplitude = amplitude_over(sim, mixtures)
-        lo, hi = feasible_set(sim.space)
-        k = sim.space.k
-        spread = simplex.dirichlet(np.random.default_rng(1), np.ones(k), [0.5 * k, k, 3.0 * k], 2000, lo, hi)
-        wide = amplitude_over(sim, spread)
+        wide = amplitude_over(sim, simplex.broad(np.random.default_rng(1), 2000, *feasible_set(sim.space)))
         print(
             f"[{name}] best loss {sim.best_loss:.4f}; cheap runs' Spearman with it {rho:.3f}; cheap optimum "
             f"{np.abs(cheap_best - sim.best_weights).sum():.2f} away (L1), target regret there {floor:.4f}; "

@@ -61,10 +61,10 @@ def candidate_pool(
     size: int,
     seed: int,
 ) -> np.ndarray:
-    """Mixtures to score ``(size + extra, k)``: Dirichlet draws over the whole capped simplex (sparse,
-    flat and dense), plus tight draws around the five observed mixtures the model rates best."""
+    """Mixtures to score ``(size + extra, k)``: ``simplex.broad`` draws over the whole capped simplex,
+    plus tight draws around the five observed mixtures the model rates best."""
     rng = np.random.default_rng(seed)
-    broad = simplex.dirichlet(rng, np.ones(k), [0.5 * k, 1.0 * k, 3.0 * k], size, lo, hi)
+    broad = simplex.broad(rng, size, lo, hi)
     observed = simplex.dedupe(simplex.project(np.array([o.weights for o in obs]), lo, hi))
     top = [w for w, _, _ in bt.ranked_by_loss(model, observed, {k: 1.0}, 5)]
     local = [simplex.dirichlet(rng, w, [50.0, 200.0], size // 16, lo, hi, reject=False) for w in top]

@@ -114,10 +114,10 @@ def space_filling(
 
     Each new point is the one of ``tries`` Dirichlet draws farthest from everything chosen so far, which
     spreads points evenly without the pull towards vertices that a global maximin design has. The
-    draws mix sparse (alpha 0.5), flat (1) and dense (3) Dirichlets on the capped simplex.
+    draws are ``simplex.broad``'s.
     """
     k = len(lo)
-    pool = simplex.dirichlet(rng, np.ones(k), [0.5 * k, 1.0 * k, 3.0 * k], n * tries, lo, hi)
+    pool = simplex.broad(rng, n * tries, lo, hi)
     chosen: list[np.ndarray] = []
     existing = np.asarray(taken, dtype=float).reshape(-1, k)
     for i in range(n):

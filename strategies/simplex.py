@@ -95,6 +95,13 @@ def dirichlet(
     return w[:n]
 
 
+def broad(rng: np.random.Generator, n: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``n`` feasible draws over the whole capped simplex: sparse, flat and dense Dirichlets (alpha 0.5,
+    1 and 3 per domain), so that corners, faces and the middle are all visited."""
+    k = len(lo)
+    return dirichlet(rng, np.ones(k), [0.5 * k, 1.0 * k, 3.0 * k], n, lo, hi)
+
+
 def dedupe(w: np.ndarray, decimals: int = 4) -> np.ndarray:
     """Drop rows equal after rounding, keeping first occurrences in order."""
     _, idx = np.unique(np.round(w, decimals), axis=0, return_index=True)
