@@ -569,13 +569,11 @@ def admire_options(pairs: Sequence[str]) -> dict[str, float]:
     """``["pessimism=1", …]`` → keyword arguments for ``admire``, checked by building it once."""
     options: dict[str, float] = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, _, value = pair.partition("=")  # no "=": value "" is no number either
         try:
             options[name] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:
-            sep = ""
-        if not sep:
-            raise SystemExit(f"--admire-option {pair!r}: expected NAME=VALUE with a numeric VALUE")
+            raise SystemExit(f"--admire-option {pair!r}: expected NAME=VALUE with a numeric VALUE") from None
     try:
         get_strategy("admire", **options)
     except StrategyError as e:

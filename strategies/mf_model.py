@@ -349,11 +349,12 @@ def diagnostics(
     centre = np.full((1, space.k), 1.0 / space.k)
     observed = simplex.dedupe(np.array([o.weights for o in obs]))
     at_target, _ = bt.mean_and_std(model, bt.with_columns(observed, {space.k: 1.0}))  # -loss
-    for f, s in fidelity_coordinates(space).items():
+    coords = fidelity_coordinates(space)
+    for f, s in coords.items():
         out[f"noise_std_{f}"] = bt.noise_std(model, bt.with_columns(centre, {space.k: s}))
         here, _ = bt.mean_and_std(model, bt.with_columns(observed, {space.k: s}))
         out[f"offset_{f}"] = float(np.mean(at_target - here))
-    for f, rho in fidelity_correlations(model, space, fidelity_coordinates(space), obs).items():
+    for f, rho in fidelity_correlations(model, space, coords, obs).items():
         out[f"fidelity_corr_{f}"] = rho
     out["target_amplitude"] = target_amplitude(model)
     loo = bt.leave_one_out(model, target)
