@@ -637,6 +637,29 @@ def report(results: Results, truths: Sequence[str], methods: Sequence[str], budg
                     f"  fitted target amplitude (x the cheap fidelity's; {len(fitted)} recommendations from "
                     f"two target runs on): median {mid:.2f}, 10-90 % {low:.2f} to {high:.2f}"
                 )
+            corr = fitted_correlations(results, method)
+            if corr:
+                print(
+                    "  fitted correlation with the target of its best-correlated cheaper fidelity (what its "
+                    "fallback to target runs reads; median, 10-90 %, from two target runs on), by truth: "
+                    + ", ".join(
+                        f"{truth}: {np.median(v):.2f} ({np.quantile(v, 0.1):.2f}-{np.quantile(v, 0.9):.2f})"
+                        for truth, v in sorted(corr.items())
+                    )
+                )
+
+
+def fitted_correlations(results: Results, method: str) -> dict[str, list[float]]:
+    """Truth → the highest inter-fidelity correlation the model fitted (``fidelity_corr_<name>``) at each
+    recommendation from two target runs on: does it tell a truth whose cheap fidelity says little from
+    one that says much? (``diagnostics`` is in ``z_by``'s order.)"""
+    rows = [row for row in results.z_by if row[0] == method]
+    out: dict[str, list[float]] = {}
+    for (_, truth, _, _), d in zip(rows, results.diagnostics.get(method, []), strict=True):
+        values = [v for k, v in d.items() if k.startswith("fidelity_corr_")]
+        if values and d.get("n_target", 0) >= 2:
+            out.setdefault(truth, []).append(max(values))
+    return out
 
 
 def std_calibration(results: Results, method: str) -> np.ndarray:
