@@ -74,13 +74,18 @@ Choices, and why:
   target runs differ in loss and pin the target's amplitude. On the tuning family (``python
   bench/search_efficiency.py --split tune-family --methods admire --max-budget 4``) the anchor
   lowered regret at four target runs' cost from 0.27 (at 65f551b) to 0.18-0.20 (at e3c4ab6, 17a361b
-  and 4a031e9), where the aligned mixture alone scores 0.18, and the contrast to 0.158 (at 3ea2ba7).
+  and 4a031e9), where the aligned mixture alone scores 0.18, and the contrast to 0.167 (0.193 with the
+  anchor alone; at 3ea2ba7 and f39a014 on one machine: admire's path differs between machines).
 - **Recommendation**: of the posterior mean's local maxima at the target fidelity (``optimize_acqf``
   on ``PosteriorMean``) and every observed mixture, under the caps at ``space.recommend_budget()``,
-  the one with the lowest predicted loss + ``pessimism`` (2) x latent std. The recommendation is
-  spent on one big run, so it should be where the model is sure: on the tuning simulator the mean's
-  own argmax drifted to where only cheap runs had been, with several times the std of the best
-  target runs. Alternatives are the next-best candidates by the same score. Its reported std is that
+  the one with the lowest predicted loss + ``pessimism`` (2) x std, where the std is the latent one
+  and the spread the target amplitude's uncertainty adds (``mf_model.amplitude_std``) together. The
+  recommendation is spent on one big run, so it should be where the model is sure: on the tuning
+  simulator the mean's own argmax drifted to where only cheap runs had been, with several times the
+  std of the best target runs. And how far a mixture beats the target runs scales with the amplitude,
+  which two or three target runs pin only loosely; with that term in the score, regret on the tuning
+  family at four target runs' cost fell from 0.167 to 0.161 (the command above, at 087dab4 and
+  AMPLITUDE_REV). Alternatives are the next-best candidates by the same score. Its reported std is that
   of the loss one run of the recommendation will reach: the posterior's, the error of the target's
   fitted mean level (``mf_model.level_variance``, universal kriging: the level is a point estimate
   from a few target runs), the target fidelity's fitted run noise (a run scatters by it; where the
@@ -112,6 +117,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -123,6 +129,7 @@ from strategies.base import Candidate, Observation, Recommendation, SearchSpace,
 from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_pool, optimise
 from strategies.mf_design import TargetShare, anchor, contrast, design, design_counts, fidelity_coordinates
 from strategies.mf_model import (
+    amplitude_std,
     amplitude_variance,
     diagnostics,
     fidelity_correlations,
@@ -252,7 +259,10 @@ class Admire:
             optima = bt.maximise_mean(model, lo, hi, {space.k: 1.0}, num_restarts=4, raw_samples=256, seed=0)
         observed = np.array([o.weights for o in obs])
         pool = np.concatenate([optima, simplex.project(observed, lo, hi)])
-        ranked = bt.ranked_by_loss(model, pool, {space.k: 1.0}, self.n_alternatives + 1, self.pessimism)
+        unsure_amplitude = partial(amplitude_std, model)
+        ranked = bt.ranked_by_loss(
+            model, pool, {space.k: 1.0}, self.n_alternatives + 1, self.pessimism, unsure_amplitude
+        )
         (best_w, best_loss, best_std), rest = ranked[0], ranked[1:]
         target = [i for i, o in enumerate(obs) if o.fidelity == space.target_fidelity.name]
         predicted = std = None  # no target run: nothing says where its loss level is (trust: no_target_runs)

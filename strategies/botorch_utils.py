@@ -8,6 +8,7 @@ hands to SLSQP. Any columns after ``k`` (a fidelity) are free of that constraint
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,16 +148,24 @@ def mean_and_std(model: GPyTorchModel, x: Tensor) -> tuple[np.ndarray, np.ndarra
 
 
 def ranked_by_loss(
-    model: GPyTorchModel, pool: np.ndarray, fixed: dict[int, float], n: int, pessimism: float = 0.0
+    model: GPyTorchModel,
+    pool: np.ndarray,
+    fixed: dict[int, float],
+    n: int,
+    pessimism: float = 0.0,
+    extra_std: Callable[[Tensor], np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, float, float]]:
     """The ``n`` distinct mixtures of ``pool`` with the lowest predicted loss + ``pessimism`` x std,
-    as ``(w, loss, std)``.
+    as ``(w, loss, std)``; ``extra_std`` (inputs → ``(n,)``, loss units), where given, is uncertainty
+    the posterior leaves out (a hyperparameter's), added to its std in quadrature for the ranking only.
 
     The model is one fit on *negated* loss (BoTorch maximises), so loss = -mean.
     """
     pool = simplex.dedupe(pool, decimals=3)
-    mean, std = mean_and_std(model, with_columns(pool, fixed))
-    order = np.argsort(pessimism * std - mean, kind="stable")[:n]
+    x = with_columns(pool, fixed)
+    mean, std = mean_and_std(model, x)
+    spread = np.hypot(std, extra_std(x)) if extra_std is not None else std
+    order = np.argsort(pessimism * spread - mean, kind="stable")[:n]
     return [(pool[i], float(-mean[i]), float(std[i])) for i in order]
 
 

@@ -102,12 +102,18 @@ def level_variance(model: SingleTaskGP, x: torch.Tensor, rows: Sequence[int]) ->
 
 def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
     """Variance the target amplitude's uncertainty adds to the prediction at ``x`` ``(1, d)``, in squared
-    loss units.
+    loss units (``amplitude_std``'s, squared)."""
+    return float(amplitude_std(model, x)[0] ** 2)
 
-    The fit keeps one value of ``log_amplitude``; how far the recommendation beats the target runs scales
-    with it. Its posterior std is the Laplace one (curvature of the log marginal likelihood with its
-    prior) once it is fitted, the prior's before (fewer than two target mixtures). Half the spread of
-    the posterior mean between minus and plus one std is the std it adds.
+
+def amplitude_std(model: SingleTaskGP, x: torch.Tensor) -> np.ndarray:
+    """Std the target amplitude's uncertainty adds to the prediction at each row of ``x`` ``(n, d)``, in
+    loss units: ``(n,)``.
+
+    The fit keeps one value of ``log_amplitude``; how far a mixture beats the target runs scales with
+    it, so the std grows with the predicted gain. Its posterior std is the Laplace one (curvature of the
+    log marginal likelihood with its prior) once it is fitted, the prior's before (fewer than two target
+    mixtures). Half the spread of the posterior mean between minus and plus one std is the std it adds.
     """
     kernel = _amplitude_kernel(model)
     fitted = kernel.log_amplitude.detach().clone()
@@ -117,10 +123,10 @@ def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
     try:
         for shift in (-sd, sd):
             _set_amplitude(model, kernel, fitted + shift)
-            means.append(bt.mean_and_std(model, x)[0][0])
+            means.append(bt.mean_and_std(model, x)[0])
     finally:
         _set_amplitude(model, kernel, fitted)
-    return float(((means[1] - means[0]) / 2) ** 2)  # the posterior is in the data's units already
+    return np.abs(means[1] - means[0]) / 2  # the posterior is in the data's units already
 
 
 def _amplitude_kernel(model: SingleTaskGP) -> AmplitudeFidelityKernel:

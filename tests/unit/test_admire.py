@@ -21,6 +21,7 @@ from strategies.mf_design import TargetShare, anchor, contrast, design_counts, f
 from strategies.mf_model import (
     AmplitudeFidelityKernel,
     _fit_subset,
+    amplitude_std,
     amplitude_variance,
     fit_model,
     level_variance,
@@ -354,6 +355,25 @@ def test_pessimism_ranks_extrapolated_mixtures_below_well_observed_ones() -> Non
     assert sure[1] > bold[1] and sure[2] < 0.5 * bold[2]  # a higher mean bought with a far lower std
 
 
+def test_uncertainty_the_posterior_leaves_out_counts_in_the_ranking_only() -> None:
+    """``extra_std`` (a hyperparameter's uncertainty) is added to the posterior std in quadrature: it can
+    demote a mixture, never at pessimism 0, and the std returned stays the posterior's."""
+    w = np.linspace(0.3, 0.6, 8)
+    model = SingleTaskGP(bt.as_tensor(np.stack([w, 1 - w], 1)), bt.as_tensor(-(1 - 0.5 * w)[:, None]))
+    bt.fit(model)
+    pool = np.array([[0.6, 0.4], [0.5, 0.5]])  # both observed: the first is better and as sure
+
+    def unsure_first(x: torch.Tensor) -> np.ndarray:
+        return np.where(x[:, 0].numpy() > 0.55, 1.0, 0.0)
+
+    plain = bt.ranked_by_loss(model, pool, {}, 2, 2.0)
+    wary = bt.ranked_by_loss(model, pool, {}, 2, 2.0, unsure_first)
+    bold = bt.ranked_by_loss(model, pool, {}, 2, 0.0, unsure_first)
+    assert [r[0][0] for r in plain] == [0.6, 0.5] == [r[0][0] for r in bold]
+    assert [r[0][0] for r in wary] == [0.5, 0.6]
+    assert {r[2] for r in wary} == {r[2] for r in plain}
+
+
 def test_each_fidelity_gets_its_own_mean_level() -> None:
     """A cheap fidelity that reads 0.3 higher everywhere: the offset is a mean level, not bias to model."""
     sp = space3()
@@ -529,3 +549,17 @@ def test_a_target_that_varies_more_than_the_cheap_runs_is_learned_from_two_targe
     unsure = np.sqrt(amplitude_variance(model, far))
     eight = fit_model(sp, amplified_history(sp, 8, 3.0), coords, max_fit=512)
     assert np.sqrt(amplitude_variance(eight, far)) < unsure
+
+
+def test_the_amplitude_s_uncertainty_grows_with_the_gain_predicted_over_the_target_runs() -> None:
+    """How far a mixture beats the target runs scales with the fitted amplitude, so the std its
+    uncertainty adds (``amplitude_std``, per row) is small at the target runs and larger at the optimum
+    the cheap runs point to; row by row it is ``amplitude_variance``'s."""
+    sp = space3()
+    history = amplified_history(sp, 3, 3.0)
+    model = fit_model(sp, history, fidelity_coordinates(sp), max_fit=512)
+    target = np.array([o.weights for o in history if o.fidelity == "hi"])
+    x = bt.with_columns(np.vstack([target, OPTIMUM]), {sp.k: 1.0})
+    spread = amplitude_std(model, x)
+    assert spread.shape == (4,) and spread[-1] > 2 * spread[:3].max()
+    assert np.allclose(spread**2, [amplitude_variance(model, row[None]) for row in x])
