@@ -85,7 +85,7 @@ Choices, and why:
   std of the best target runs. And how far a mixture beats the target runs scales with the amplitude,
   which two or three target runs pin only loosely; with that term in the score, regret on the tuning
   family at four target runs' cost fell from 0.167 to 0.161 (the command above, at 087dab4 and
-  AMPLITUDE_REV). Alternatives are the next-best candidates by the same score. Its reported std is that
+  8b796ab). Alternatives are the next-best candidates by the same score. Its reported std is that
   of the loss one run of the recommendation will reach: the posterior's, the error of the target's
   fitted mean level (``mf_model.level_variance``, universal kriging: the level is a point estimate
   from a few target runs), the target fidelity's fitted run noise (a run scatters by it; where the
