@@ -50,7 +50,8 @@ def test_filters_sorts_and_pages(api: Any, auth: dict[str, str]) -> None:
         f"{base}/runs", params={"origin": "import", "order": "desc", "limit": 5}, headers=auth
     ).json()
     ids = [r["id"] for r in newest["items"]]
-    assert len(every) == 30 and ids == every[:5] and newest["next_after"] == ids[-1]
+    assert len(every) == 30 and every == sorted(every, reverse=True)
+    assert ids == every[:5] and newest["next_after"] == ids[-1]
     older = api.get(
         f"{base}/runs",
         params={"origin": "import", "order": "desc", "limit": 5, "after": ids[-1]},
