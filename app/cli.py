@@ -447,7 +447,8 @@ def experiment_predict_scale(
     scale = f"{pred['target_params'] / 1e6:,.0f}M params, {pred['target_tokens'] / 1e9:,.3g}B tokens"
     backtest = pred.get("backtest_rel_err")
     checked = "" if backtest is None else f", {backtest:.2%} off on the ladder's top rungs held out"
-    typer.echo(f"predicted loss at {scale} (90% band), exponents {pred['exponents']}{checked}:")
+    law = f"{pred.get('form') or 'additive'} law, {pred['exponents']} exponents"
+    typer.echo(f"predicted loss at {scale} (90% band), {law}{checked}:")
     for label, p in pred["predictions"].items():
         typer.echo(f"  {label:<12} {p['loss']:.4f}  [{p['low']:.4f}, {p['high']:.4f}]")
 

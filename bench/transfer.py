@@ -57,7 +57,13 @@ from proxy_models.presets import get_preset, run_flops  # noqa: E402
 from proxy_models.train import RunConfig, train_proxy  # noqa: E402
 from strategies import get_strategy, simplex  # noqa: E402
 from strategies.base import Fidelity, Observation, SearchSpace, Strategy  # noqa: E402
-from strategies.scaling_law import LadderPoint, ScalingLawError, fit_scaling_law, holdout_largest  # noqa: E402
+from strategies.scaling_law import (  # noqa: E402
+    KINDS,
+    LadderPoint,
+    ScalingLawError,
+    fit_scaling_law,
+    holdout_largest,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -313,7 +319,8 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     out["fit"] = fit.to_json()
     backtest = "none" if fit.backtest is None else f"{fit.backtest.rel_rms:.2%}"
     print(
-        f"\nscaling law fitted on {len(fit_on)} ladder runs ({fit.exponents} exponents, rmse {fit.rmse:.4f}, "
+        f"\nscaling law fitted on {len(fit_on)} ladder runs ({fit.form} form, {fit.exponents} exponents, "
+        f"rmse {fit.rmse:.4f}, "
         f"backtest error {backtest}; in brackets the band, then the bootstrap's part of it alone)"
     )
     bootstrap_only = dataclasses.replace(fit, backtest=None)
@@ -329,12 +336,34 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
             f"[{pred.low:.4f}, {pred.high:.4f}] [{boot.low:.4f}, {boot.high:.4f}], truth {p.loss:.4f}: "
             f"error {rel:.2%}, " + ("inside the band" if ok else "OUTSIDE the band")
         )
+    out["by_kind"] = compare_kinds(fit_on, held)
     grid = np.geomspace(min(p.tokens for p in points), max(p.tokens for p in points), 24)
     for label in mixtures:
         for preset in LADDER:
             n_params = get_preset(preset).model_config(vocab).non_embedding_params
             flops = [run_flops(preset, int(t), vocab) for t in grid]
             out["curves"][f"{label}/{preset}"] = [flops, [fit.predict(label, n_params, t).loss for t in grid]]
+    return out
+
+
+def compare_kinds(fit_on: list[LadderPoint], held: list[LadderPoint]) -> dict[str, dict[str, Any]]:
+    """The held-out rungs predicted by every form and choice of exponents the library can fit, beside the
+    one it chose: how much the choice mattered on this ladder."""
+    out = {}
+    print("  every kind of law (form/exponents: error per held-out rung, mean, inside its band):")
+    for form, exponents in KINDS:
+        fit = fit_scaling_law(fit_on, form=form, exponents=exponents)
+        preds = {p.mixture: (fit.predict(p.mixture, p.params, p.tokens), p.loss) for p in held}
+        rel = {m: abs(pred.loss - truth) / truth for m, (pred, truth) in preds.items()}
+        inside = sum(pred.low <= truth <= pred.high for pred, truth in preds.values())
+        backtest = None if fit.backtest is None else fit.backtest.rel_rms
+        out[f"{form}/{exponents}"] = {"rel_err": rel, "in_band": inside, "backtest": backtest}
+        print(
+            f"    {form}/{exponents:<8} "
+            + " ".join(f"{m} {e:.2%}" for m, e in rel.items())
+            + f"; mean {np.mean(list(rel.values())):.2%}; {inside}/{len(held)} inside; backtest "
+            + ("none" if backtest is None else f"{backtest:.2%}")
+        )
     return out
 
 
@@ -593,6 +622,7 @@ def main() -> None:
         **{n: float(np.mean(table[n]["target"])) if n in table else float("nan") for n in FIXED},
         "scale_pred_rel_err": float(np.mean([p["rel_err"] for p in preds])) if preds else float("nan"),
         "scale_in_band": f"{sum(p['in_band'] for p in preds)}/{len(ladder_mixtures) if args.ladder else 0}",
+        "scale_law": "{form}/{exponents}".format(**ladder["fit"]) if "fit" in ladder else "none",
         "scale_backtest_rel_err": ((ladder.get("fit") or {}).get("backtest") or {}).get(
             "rel_rms", float("nan")
         ),

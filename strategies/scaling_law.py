@@ -1,13 +1,25 @@
-"""Loss at scale: fit L(N, D) = E + A/N^α + B/D^β per mixture on a ladder of proxy runs, predict beyond it.
+"""Loss at scale: fit L(N, D) per mixture on a ladder of proxy runs, predict beyond it.
 
-N is the model's non-embedding parameter count and D its training tokens (Kaplan et al.; the
-Chinchilla form). Mixtures share α and β when that extrapolates better (the Data Mixing Laws' nested
-laws: the mixture moves the constants, the exponents are a property of the model family): with only
-two or three sizes and token budgets per mixture, five free parameters each would chase seed noise.
+N is the model's non-embedding parameter count and D its training tokens. Two forms of the law:
 
-For fixed exponents the law is linear in (E, A, B), so the fit is variable projection: an outer
-bounded ``scipy.optimize.least_squares`` over (α, β) and, inside, non-negative least squares for each
-mixture's constants. That is well-posed for any ladder and has no starting point for E to guess.
+- ``additive``, L = E + A/N^α + B/D^β (Hoffmann et al., the Chinchilla form): what a model size
+  gains does not depend on the tokens;
+- ``joint``, L = E + A·(B/N^α + 1/D)^β (Kaplan et al. 2020, eq. 1.5, plus E): a larger model gains
+  more from more tokens. On our ladders the largest preset trains at half the smaller ones' learning
+  rate and is far from converged on its shortest budgets, so it improves faster with tokens than the
+  smaller presets do: in ``bench/transfer.py`` (at 30a40f4 and 41f4087) the additive law, fitted below
+  each ladder's top rung, put that rung too high every time it missed it (by 2.7 % and 6.9 %).
+
+Mixtures share α and β when that extrapolates better (the Data Mixing Laws' nested laws: the mixture
+moves the constants, the exponents are a property of the model family): with only two or three sizes
+and token budgets per mixture, five free parameters each would chase seed noise. Which form and which
+exponents a ladder gets is decided on the ladder itself (``auto``): the one whose law, fitted without
+each mixture's largest-compute rung, predicted those rungs best.
+
+For fixed exponents (and, in the joint form, each mixture's B) the law is linear in E and A (and B in
+the additive form), so the fit is variable projection: an outer bounded
+``scipy.optimize.least_squares`` over the nonlinear parameters and, inside, non-negative least squares
+for each mixture's linear constants. That has no starting point for E to guess.
 
 Uncertainty has two parts. A residual bootstrap (refit on fitted values plus resampled residuals,
 predict, add a resampled residual again) covers fit and seed noise: the band is for the loss of one
@@ -31,8 +43,10 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-Exponents = Literal["auto", "shared", "separate"]
+Form = Literal["additive", "joint"]
+Exponents = Literal["shared", "separate"]
 EXPONENT_BOUNDS = (0.05, 1.5)
+LOG_B_BOUNDS = (-12.0, 12.0)  # the joint form's B, whose scale is free
 BAND = 0.9  # central share of the bootstrap predictions the band holds
 N_BOOTSTRAP = 200
 SEPARATE_PARAMS = 5  # E, A, α, B, β of one mixture's own law
@@ -56,7 +70,8 @@ class LadderPoint:
 
 @dataclass(frozen=True)
 class Law:
-    """One mixture's fitted law; ``predict`` takes raw N and D."""
+    """One mixture's fitted law; ``predict`` takes raw N and D. The five constants mean what ``form``
+    says: E + A·n^-α + B·d^-β (``additive``) or E + A·(B·n^-α + 1/d)^β (``joint``)."""
 
     e: float
     a: float
@@ -65,19 +80,22 @@ class Law:
     beta: float
     n0: float  # N and D are divided by these (the ladder's smallest) to keep the fit well scaled
     d0: float
+    form: Form = "additive"
 
     def predict(self, params: float | np.ndarray, tokens: float | np.ndarray) -> np.ndarray:
         n = np.asarray(params, dtype=float) / self.n0
         d = np.asarray(tokens, dtype=float) / self.d0
+        if self.form == "joint":
+            return np.asarray(self.e + self.a * (self.b * n**-self.alpha + 1 / d) ** self.beta)
         return np.asarray(self.e + self.a * n**-self.alpha + self.b * d**-self.beta)
 
     def to_json(self) -> dict[str, float]:
-        """The constants as stored (``ScalingFit.to_json`` keeps ``n0``/``d0`` once for all laws)."""
+        """The constants as stored (``ScalingFit.to_json`` keeps the form, ``n0`` and ``d0`` once for all)."""
         return {"E": self.e, "A": self.a, "alpha": self.alpha, "B": self.b, "beta": self.beta}
 
     @classmethod
-    def from_json(cls, stored: Mapping[str, float], n0: float, d0: float) -> Law:
-        return cls(stored["E"], stored["A"], stored["alpha"], stored["B"], stored["beta"], n0, d0)
+    def from_json(cls, stored: Mapping[str, float], n0: float, d0: float, form: Form = "additive") -> Law:
+        return cls(stored["E"], stored["A"], stored["alpha"], stored["B"], stored["beta"], n0, d0, form)
 
 
 @dataclass(frozen=True)
@@ -103,7 +121,8 @@ class Backtest:
 @dataclass(frozen=True)
 class ScalingFit:
     laws: Mapping[str, Law]
-    exponents: Literal["shared", "separate"]
+    form: Form
+    exponents: Exponents
     rmse: float  # in-sample, over all points
     residuals: tuple[float, ...] = field(repr=False)
     boot: Mapping[str, tuple[Law, ...]] = field(repr=False)  # bootstrap refits per mixture
@@ -129,6 +148,7 @@ class ScalingFit:
 
     def to_json(self) -> dict[str, object]:
         return {
+            "form": self.form,
             "exponents": self.exponents,
             "rmse": self.rmse,
             "laws": {m: law.to_json() for m, law in self.laws.items()},
@@ -142,28 +162,38 @@ class ScalingLawError(ValueError):
     """The ladder cannot support a fit (too few points or sizes)."""
 
 
+Kind = tuple[Form, Exponents]
+KINDS: tuple[Kind, ...] = (
+    ("additive", "shared"),
+    ("joint", "shared"),
+    ("additive", "separate"),
+    ("joint", "separate"),
+)
+
+
 def fit_scaling_law(
     points: Sequence[LadderPoint],
     *,
-    exponents: Exponents = "auto",
+    form: Form | Literal["auto"] = "auto",
+    exponents: Exponents | Literal["auto"] = "auto",
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> ScalingFit:
-    """Fit every mixture's law on ``points``; ``auto`` keeps shared exponents unless separate ones
-    predict each mixture's largest-compute rung better when it is held out."""
+    """Fit every mixture's law on ``points``. ``auto`` (form, exponents): of the kinds allowed, the one
+    that predicted each mixture's held-out largest-compute rung best; the additive form with shared
+    exponents where the ladder is too short to hold a rung out, or no other kind did better."""
     _check(points)
     n0 = min(p.params for p in points)
     d0 = min(p.tokens for p in points)
-    backtests = _backtests(points, n0, d0, ("shared", "separate") if exponents == "auto" else (exponents,))
-    if exponents == "auto":  # shared unless separate exponents extrapolated better on the ladder itself
-        rms = {kind: bt.rel_rms for kind, bt in backtests.items()}
-        exponents = "separate" if rms.get("separate", math.inf) < rms.get("shared", math.inf) else "shared"
-    laws = _fit(points, exponents, n0, d0)
+    kinds = [k for k in KINDS if form in ("auto", k[0]) and exponents in ("auto", k[1])]
+    backtests = _backtests(points, n0, d0, kinds)
+    kind = min(backtests, key=lambda k: backtests[k].rel_rms, default=kinds[0])
+    laws = _fit(points, kind, n0, d0)
     fitted = np.array([float(laws[p.mixture].predict(p.params, p.tokens)) for p in points])
     y = np.array([p.loss for p in points])
     residuals = y - fitted
     # Residuals shrink in the fit by the parameters it spent; inflate them back (the usual leverage fix).
-    n_free = 2 * (1 if exponents == "shared" else len(laws)) + 3 * len(laws)
+    n_free = 2 * (1 if kind[1] == "shared" else len(laws)) + 3 * len(laws)
     scale = math.sqrt(len(points) / max(1, len(points) - n_free))
     residuals = residuals * scale
     rng = np.random.default_rng(seed)
@@ -173,16 +203,17 @@ def fit_scaling_law(
         resampled = [
             LadderPoint(p.mixture, p.params, p.tokens, float(v)) for p, v in zip(points, y_b, strict=True)
         ]
-        for m, law in _fit(resampled, exponents, n0, d0, laws).items():
+        for m, law in _fit(resampled, kind, n0, d0, laws).items():
             boot[m].append(law)
     return ScalingFit(
         laws=laws,
-        exponents=exponents,
+        form=kind[0],
+        exponents=kind[1],
         rmse=float(np.sqrt(np.mean((y - fitted) ** 2))),
         residuals=tuple(float(r) for r in residuals),
         boot={m: tuple(v) for m, v in boot.items()},
         top_compute=_top_compute(points),
-        backtest=backtests.get(exponents),
+        backtest=backtests.get(kind),
         seed=seed,
     )
 
@@ -225,20 +256,22 @@ def _mixtures(points: Sequence[LadderPoint]) -> list[str]:
 
 
 def _backtests(
-    points: Sequence[LadderPoint], n0: float, d0: float, kinds: Sequence[Literal["shared", "separate"]]
-) -> dict[str, Backtest]:
-    """Per kind of exponents in ``kinds``, how well a law fitted without each mixture's largest-compute
-    rung predicts it; a kind is left out where the shortened ladder cannot support it."""
+    points: Sequence[LadderPoint], n0: float, d0: float, kinds: Sequence[Kind]
+) -> dict[Kind, Backtest]:
+    """Per kind in ``kinds``, how well a law fitted without each mixture's largest-compute rung predicts
+    it; a kind is left out where the shortened ladder cannot support it."""
     train, held = holdout_largest(points)
     try:
         _check(train)
     except ScalingLawError:
         return {}  # too short a ladder to hold a rung out
     if min(sum(p.mixture == m for p in train) for m in _mixtures(train)) <= SEPARATE_PARAMS:
-        kinds = [k for k in kinds if k == "shared"]  # five free parameters on five points would fit anything
+        kinds = [
+            k for k in kinds if k[1] == "shared"
+        ]  # five free parameters on five points would fit anything
     top = _top_compute(train)
     reach = float(np.mean([math.log(p.params * p.tokens / top[p.mixture]) for p in held]))
-    out: dict[str, Backtest] = {}
+    out: dict[Kind, Backtest] = {}
     for kind in kinds:
         laws = _fit(train, kind, n0, d0)
         rel = [(p.loss - float(laws[p.mixture].predict(p.params, p.tokens))) / p.loss for p in held]
@@ -247,26 +280,23 @@ def _backtests(
 
 
 def _fit(
-    points: Sequence[LadderPoint],
-    exponents: Literal["shared", "separate"],
-    n0: float,
-    d0: float,
-    start: Mapping[str, Law] | None = None,
+    points: Sequence[LadderPoint], kind: Kind, n0: float, d0: float, start: Mapping[str, Law] | None = None
 ) -> dict[str, Law]:
-    """``start``: a fit to begin the exponent search from (bootstrap refits), instead of a grid."""
+    """``start``: a fit to begin the search from (bootstrap refits), instead of a grid."""
+    form, exponents = kind
     if exponents == "shared":
-        first = next(iter(start.values())) if start else None
-        return _fit_group(points, n0, d0, first)
+        return _fit_group(points, form, n0, d0, start)
     laws: dict[str, Law] = {}
     for m in _mixtures(points):
-        laws.update(_fit_group([p for p in points if p.mixture == m], n0, d0, start[m] if start else None))
+        laws.update(_fit_group([p for p in points if p.mixture == m], form, n0, d0, start))
     return laws
 
 
 def _fit_group(
-    points: Sequence[LadderPoint], n0: float, d0: float, start: Law | None = None
+    points: Sequence[LadderPoint], form: Form, n0: float, d0: float, start: Mapping[str, Law] | None = None
 ) -> dict[str, Law]:
-    """One (α, β) for every mixture in ``points``; NNLS constants per mixture for each trial (α, β)."""
+    """One (α, β) for every mixture in ``points``; the linear constants per mixture by NNLS for each
+    trial of the nonlinear ones (α, β and, in the joint form, each mixture's log B)."""
     mixtures = _mixtures(points)
     groups = [[p for p in points if p.mixture == m] for m in mixtures]
     logs = [
@@ -275,27 +305,43 @@ def _fit_group(
     ]
     ys = [np.array([p.loss for p in g]) for g in groups]
 
-    def constants(alpha: float, beta: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    def design(x: np.ndarray, i: int) -> np.ndarray:
+        (log_n, log_d), alpha, beta = logs[i], x[0], x[1]
+        if form == "joint":
+            joint = (np.exp(x[2 + i] - alpha * log_n) + np.exp(-log_d)) ** beta
+            return np.column_stack([np.ones_like(log_n), joint])
+        return np.column_stack([np.ones_like(log_n), np.exp(-alpha * log_n), np.exp(-beta * log_d)])
+
+    def constants(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for (log_n, log_d), y in zip(logs, ys, strict=True):
-            design = np.column_stack([np.ones_like(y), np.exp(-alpha * log_n), np.exp(-beta * log_d)])
-            coef, _ = nnls(design, y)
-            out.append((coef, y - design @ coef))
+        for i, y in enumerate(ys):
+            a = design(x, i)
+            coef, _ = nnls(a, y)
+            out.append((coef, y - a @ coef))
         return out
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([r for _, r in constants(float(x[0]), float(x[1]))])
+        return np.concatenate([r for _, r in constants(x)])
 
-    lo, hi = EXPONENT_BOUNDS
+    (lo, hi), k = EXPONENT_BOUNDS, len(mixtures)
+    lower, upper = [lo, lo], [hi, hi]
+    if form == "joint":
+        lower, upper = lower + [LOG_B_BOUNDS[0]] * k, upper + [LOG_B_BOUNDS[1]] * k
     if start is not None:
-        x0 = (start.alpha, start.beta)
-    else:  # the SSE surface in (α, β) can have several valleys: begin in the best cell of a grid
+        x0 = np.array([start[mixtures[0]].alpha, start[mixtures[0]].beta])
+        if form == "joint":
+            x0 = np.concatenate([x0, [math.log(max(start[m].b, 1e-12)) for m in mixtures]])
+        x0 = np.clip(x0, lower, upper)
+    else:  # the SSE surface can have several valleys: begin in the best cell of a grid
         grid = np.linspace(lo + 0.05, hi - 0.05, 6)
-        x0 = min(
-            ((a, b) for a in grid for b in grid), key=lambda ab: float(np.sum(residuals(np.array(ab)) ** 2))
-        )
-    alpha, beta = least_squares(residuals, np.array(x0), bounds=([lo, lo], [hi, hi])).x
-    return {
-        m: Law(float(c[0]), float(c[1]), float(alpha), float(c[2]), float(beta), n0, d0)
-        for m, (c, _) in zip(mixtures, constants(float(alpha), float(beta)), strict=True)
-    }
+        log_bs = (-2.0, 0.0, 2.0) if form == "joint" else (None,)
+        cells = [
+            np.array([a, b] + ([] if lb is None else [lb] * k)) for a in grid for b in grid for lb in log_bs
+        ]
+        x0 = min(cells, key=lambda x: float(np.sum(residuals(x) ** 2)))
+    x = least_squares(residuals, x0, bounds=(lower, upper)).x
+    laws = {}
+    for i, (m, (c, _)) in enumerate(zip(mixtures, constants(x), strict=True)):
+        b = math.exp(x[2 + i]) if form == "joint" else float(c[2])
+        laws[m] = Law(float(c[0]), float(c[1]), float(x[0]), b, float(x[1]), n0, d0, form)
+    return laws

@@ -413,11 +413,17 @@ class ScalePredictionOut(BaseModel):
     runs: dict[str, int] = Field(description="ladder runs per status")
     cost_units: float = Field(description="the ladder's cost in target-fidelity runs (charged to `spent`)")
     points: list[LadderPointOut] = Field(description="finished ladder runs")
+    form: Literal["additive", "joint"] | None = Field(
+        None,
+        description="the law's form: additive, L = E + A·n^-alpha + B·d^-beta, or joint, "
+        "L = E + A·(B·n^-alpha + 1/d)^beta (n = N/n0, d = D/d0); chosen, with exponents, by predicting each "
+        "mixture's top rung from the rest of the ladder",
+    )
     exponents: Literal["shared", "separate"] | None = Field(
-        None, description="whether the mixtures share α and β (chosen by predicting each one's top rung)"
+        None, description="whether the mixtures share alpha and beta (chosen with the form)"
     )
     laws: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="label → fitted E, A, alpha, B, beta (N, D divided by n0, d0)"
+        default_factory=dict, description="label → fitted E, A, alpha, B, beta of its form"
     )
     n0: float | None = None
     d0: float | None = None

@@ -174,6 +174,7 @@ class ScalePlot(BaseModel):
     target_tokens: int
     runs_done: int
     runs_total: int
+    form: str | None
     exponents: str | None
     backtest_rel_err: float | None  # the law's error on each mixture's top rung, fitted without it
     series: list[ScaleSeries]

@@ -324,7 +324,7 @@ def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot | None:
         curve_c: list[float] = []
         curve_l: list[float] = []
         if law is not None and points and out.n0 and out.d0:
-            fitted = Law.from_json(law, out.n0, out.d0)
+            fitted = Law.from_json(law, out.n0, out.d0, out.form or "additive")
             # From the smallest rung to the target, N and D grown together geometrically.
             n = np.geomspace(min(p.params for p in points), target_n, CURVE_POINTS)
             d = np.geomspace(min(p.tokens for p in points), target_d, CURVE_POINTS)
@@ -352,6 +352,7 @@ def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot | None:
         target_tokens=row.target_tokens,
         runs_done=out.runs.get(RunStatus.SUCCEEDED, 0),
         runs_total=sum(out.runs.values()),
+        form=out.form,
         exponents=out.exponents,
         backtest_rel_err=out.backtest_rel_err,
         series=series,

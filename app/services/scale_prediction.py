@@ -235,6 +235,7 @@ def to_out(*, session: Session, experiment: Experiment, row: ScalePrediction) ->
         runs=ladder_counts(session, row.id),
         cost_units=ladder_cost / experiment.target_fidelity.cost,
         points=[LadderPointOut(**p) for p in result.get("points", [])],
+        form=fit.get("form", "additive") if fit else None,  # fits stored before the joint form: additive
         exponents=fit.get("exponents"),
         laws=fit.get("laws", {}),
         n0=fit.get("n0"),

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from strategies.scaling_law import LadderPoint, ScalingLawError, fit_scaling_law, holdout_largest
+from strategies.scaling_law import LadderPoint, Law, ScalingLawError, fit_scaling_law, holdout_largest
 
 SIZES = (0.44e6, 2.46e6, 7.96e6)
 BUDGETS = (0.25e6, 0.5e6, 1e6)
@@ -32,7 +32,7 @@ SHARED = {"a": (2.0, 1.2, 0.3, 2.5, 0.25), "b": (2.1, 1.0, 0.3, 2.0, 0.25), "c":
 
 def test_noiseless_ladder_recovers_the_law_far_beyond_it() -> None:
     fit = fit_scaling_law(ladder(SHARED), n_bootstrap=20)
-    assert fit.exponents == "shared"
+    assert (fit.form, fit.exponents) == ("additive", "shared")
     for m, t in SHARED.items():
         truth = law(*t, 1e9, 1e11)
         assert fit.predict(m, 1e9, 1e11).loss == pytest.approx(truth, rel=1e-3)
@@ -83,7 +83,7 @@ def test_a_law_of_the_wrong_form_backtests_itself_and_widens_its_band() -> None:
     inside = {"bootstrap": 0, "backtest": 0}
     for seed in range(4):
         train, held = holdout_largest(kaplan_ladder(seed))
-        fit = fit_scaling_law(train, n_bootstrap=50, seed=seed)
+        fit = fit_scaling_law(train, form="additive", n_bootstrap=50, seed=seed)
         assert fit.backtest is not None and fit.backtest.rel_rms > 0.002  # misses well beyond the 0.01 noise
         for p in held:
             for name, f in (("bootstrap", dataclasses.replace(fit, backtest=None)), ("backtest", fit)):
@@ -93,8 +93,24 @@ def test_a_law_of_the_wrong_form_backtests_itself_and_widens_its_band() -> None:
     assert inside["backtest"] >= 0.8 * 12
 
 
+def test_a_ladder_of_the_joint_form_gets_it_and_predicts_its_held_out_rungs() -> None:
+    for seed in range(3):
+        train, held = holdout_largest(kaplan_ladder(seed))
+        fit = fit_scaling_law(train, n_bootstrap=20, seed=seed)
+        additive = fit_scaling_law(train, form="additive", n_bootstrap=20, seed=seed)
+        assert fit.form == "joint"
+        assert fit.backtest is not None and additive.backtest is not None
+        assert fit.backtest.rel_rms < additive.backtest.rel_rms
+        for p in held:
+            assert abs(fit.predict(p.mixture, p.params, p.tokens).loss - p.loss) / p.loss < 0.01
+    stored = fit.to_json()  # what the service keeps and the dashboard draws the curves from
+    for m, law in fit.laws.items():
+        back = Law.from_json(stored["laws"][m], stored["n0"], stored["d0"], stored["form"])
+        assert back.predict(1e9, 1e11) == pytest.approx(law.predict(1e9, 1e11))
+
+
 def test_the_band_grows_with_the_distance_beyond_the_ladder() -> None:
-    fit = fit_scaling_law(kaplan_ladder(0), n_bootstrap=50)
+    fit = fit_scaling_law(kaplan_ladder(0), form="additive", n_bootstrap=50)
     widths = []
     for k in (1, 2, 8, 64):
         pred = fit.predict("a", k * SIZES[-1], k * BUDGETS[-1])
