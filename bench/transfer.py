@@ -359,7 +359,7 @@ def compare_kinds(fit_on: list[LadderPoint], held: list[LadderPoint]) -> dict[st
         backtest = None if fit.backtest is None else fit.backtest.rel_rms
         out[f"{form}/{exponents}"] = {"rel_err": rel, "in_band": inside, "backtest": backtest}
         print(
-            f"    {form}/{exponents:<8} "
+            f"    {form + '/' + exponents:<18}"
             + " ".join(f"{m} {e:.2%}" for m, e in rel.items())
             + f"; mean {np.mean(list(rel.values())):.2%}; {inside}/{len(held)} inside; backtest "
             + ("none" if backtest is None else f"{backtest:.2%}")
