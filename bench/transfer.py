@@ -103,7 +103,7 @@ FULL = Scale(
 _FAST_FIT = {"model": "lightgbm", "folds": 2, "regressor_params": {"n_estimators": 50}}
 QUICK_FITS = {"regmix": {**_FAST_FIT, "n_search": 1000}, "climb": {**_FAST_FIT, "pool_size": 1000}}
 QUICK = Scale(
-    300_000, 900_000, 1_024, proxy_runs=8, proxy_tokens=2_048, transfer_mixtures=3, params=QUICK_FITS
+    300_000, 900_000, 1_024, proxy_runs=8, proxy_tokens=2_048, transfer_mixtures=2, params=QUICK_FITS
 )
 
 
@@ -135,7 +135,11 @@ class Trainer:
         if journal.exists():
             for line in journal.read_text().splitlines():
                 entry = json.loads(line)
-                if entry["eval_tokens"] == eval_tokens and entry["device"] == device:
+                if (entry["eval_tokens"], entry["device"], entry.get("data")) == (
+                    eval_tokens,
+                    device,
+                    data.key,
+                ):
                     run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
                     run.target_loss = space.target_loss(run.losses)  # the journal serves every --target
                     self.runs[self.key(run.preset, entry["asked_tokens"], run.weights, run.seed)] = run
@@ -157,6 +161,7 @@ class Trainer:
             loss = self.space.target_loss(r.losses)
             self.runs[key] = Run(preset, r.tokens, seed, weights, r.losses, loss, r.wall_s, r.train_s, label)
             entry = {"asked_tokens": tokens, "eval_tokens": self.eval_tokens, "device": self.device}
+            entry["data"] = self.data.key  # runs on another preparation of the corpus are not these
             with self.journal.open("a") as fh:
                 fh.write(json.dumps({**entry, "run": asdict(self.runs[key])}) + "\n")
             self.log(
@@ -494,7 +499,7 @@ def parse_args() -> argparse.Namespace:
     add(
         "--transfer-mixtures",
         type=int,
-        help=f"proxy mixtures re-trained (default {FULL.transfer_mixtures}, quick 3)",
+        help=f"proxy mixtures re-trained (default {FULL.transfer_mixtures}, quick {QUICK.transfer_mixtures})",
     )
     add("--seeds", type=int, default=2, help="seeds per re-trained mixture (default %(default)s)")
     add(
@@ -561,7 +566,8 @@ def main() -> None:
     space = make_space(data, (fidelity(PROXY, args.proxy_tokens, args.vocab),), args)
     trainer = Trainer(data, space, device, eval_tokens, journal)
     print(
-        f"device {device}; train tokens {data.train_tokens}; vocab {args.vocab}; each run scored on "
+        f"device {device}; train tokens {data.train_tokens}; copies of earlier documents dropped "
+        f"{data.duplicates}; vocab {args.vocab}; each run scored on "
         f"{eval_tokens:,} val tokens per domain; corpus ready in {time.perf_counter() - started:.1f} s; "
         f"{trainer.resumed} runs read back from {journal.relative_to(ROOT)} (--fresh to retrain them)"
     )

@@ -1,8 +1,11 @@
 """Corpus preparation: one tokenizer for all domains, then one memory-mapped token file per domain and split.
 
-``prepare`` streams each domain's JSONL, so corpora larger than memory are fine. Random documents
-of each domain (fixed by ``seed``) make up its validation slice, ``val_fraction`` of its tokens at
-most ``max_val_tokens``, which the sampler never reads. Everything lands in ``out_dir`` with
+``prepare`` streams each domain's JSONL, so corpora larger than memory are fine. A document whose
+text (whitespace aside) appeared earlier, in its own domain or another, is dropped: with a copy on
+each side of the split, validation would reward memorising the copy it trained on (the bundled BBC
+topics hold such copies; ``bench/transfer.py`` prints how many it drops). Random documents of each
+domain (fixed by ``seed``) make up its validation slice, ``val_fraction`` of its tokens at most
+``max_val_tokens``, which the sampler never reads. Everything lands in ``out_dir`` with
 ``meta.json`` written last: a directory with a matching ``meta.json`` is a finished preparation and is
 returned as-is.
 """
@@ -43,6 +46,7 @@ class PreparedData:
     train_tokens: dict[str, int]
     val_tokens: dict[str, int]
     documents: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)  # documents dropped as copies of earlier ones
     key: str = ""
     dtype: str = "uint16"
     tokenizer_file: str = "tokenizer.json"
@@ -145,22 +149,34 @@ def _tokenize_domain(
     val_fraction: float,
     max_val_tokens: int,
     seed: int,
-) -> tuple[int, int, int]:
-    """Write ``<index>.train.bin`` and ``<index>.val.bin``; returns (train tokens, val tokens, documents)."""
+    seen: set[bytes],
+) -> tuple[int, int, int, int]:
+    """Write ``<index>.train.bin`` and ``<index>.val.bin``, skipping documents whose digest is in ``seen``
+    (and adding the rest); returns (train tokens, val tokens, documents, duplicates dropped)."""
     eot = eot_id(tok)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # a concurrent preparation of the same dir writes elsewhere
     all_path = out_dir / f"{index:03d}.all.{tag}.tmp"
     lengths: list[int] = []
+    dropped = 0
     with all_path.open("wb") as fh:
         docs = iter_documents(path)
         while chunk := list(itertools.islice(docs, ENCODE_CHUNK_DOCS)):
-            for enc in tok.encode_batch_fast(chunk, add_special_tokens=False):
+            fresh = []
+            for text in chunk:
+                digest = hashlib.blake2b(" ".join(text.split()).encode(), digest_size=16).digest()
+                if digest in seen:
+                    dropped += 1
+                else:
+                    seen.add(digest)
+                    fresh.append(text)
+            for enc in tok.encode_batch_fast(fresh, add_special_tokens=False):
                 ids = np.asarray([*enc.ids, eot], dtype=dtype)
                 fh.write(ids.tobytes())
                 lengths.append(len(ids))
     total = sum(lengths)
     if total == 0:
-        raise ValueError(f"{path} holds no text")
+        copies = f" ({dropped} documents were copies of earlier ones)" if dropped else ""
+        raise ValueError(f"{path} holds no text{copies}")
     target = min(max_val_tokens, int(total * val_fraction))
     spans = _split_spans(np.asarray(lengths, dtype=np.int64), target, np.random.default_rng([seed, index]))
     tokens = np.memmap(all_path, dtype=dtype, mode="r", shape=(total,))
@@ -175,7 +191,7 @@ def _tokenize_domain(
         part.replace(out_dir / f"{index:03d}.{split}.bin")
     del tokens
     all_path.unlink()
-    return counts["train"], counts["val"], len(lengths)
+    return counts["train"], counts["val"], len(lengths), dropped
 
 
 def preparation_key(hashes: Mapping[str, str], **settings: object) -> str:
@@ -204,9 +220,8 @@ def prepare(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     out_dir = Path(out_dir)
     hashes = {name: file_sha256(Path(p)) for name, p in domains.items()}
-    key = preparation_key(
-        hashes, vocab_size=vocab_size, val_fraction=val_fraction, max_val_tokens=max_val_tokens, seed=seed
-    )
+    settings = {"vocab_size": vocab_size, "val_fraction": val_fraction, "max_val_tokens": max_val_tokens}
+    key = preparation_key(hashes, **settings, seed=seed, drop_copies=True)
     if (out_dir / META_FILE).exists():
         try:
             existing = PreparedData.load(out_dir)
@@ -225,13 +240,19 @@ def prepare(
     vocab = tok.get_vocab_size()
     dtype = np.dtype(np.uint16 if vocab <= 1 << 16 else np.uint32)
 
-    train, val, docs = {}, {}, {}
+    train, val, docs, copies = {}, {}, {}, {}
+    seen: set[bytes] = set()
     for index, (name, path) in enumerate(domains.items()):
-        train[name], val[name], docs[name] = _tokenize_domain(
-            Path(path), index, tok, dtype, out_dir, val_fraction, max_val_tokens, seed
+        train[name], val[name], docs[name], copies[name] = _tokenize_domain(
+            Path(path), index, tok, dtype, out_dir, val_fraction, max_val_tokens, seed, seen
         )
         logger.info(
-            "domain %s: %d documents, %d train / %d val tokens", name, docs[name], train[name], val[name]
+            "domain %s: %d documents (%d copies dropped), %d train / %d val tokens",
+            name,
+            docs[name],
+            copies[name],
+            train[name],
+            val[name],
         )
     data = PreparedData(
         dir=out_dir,
@@ -240,6 +261,7 @@ def prepare(
         train_tokens=train,
         val_tokens=val,
         documents=docs,
+        duplicates=copies,
         key=key,
         dtype=dtype.name,
         tokenizer_file=tok_path.name,

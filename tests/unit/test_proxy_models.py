@@ -106,6 +106,31 @@ def test_validation_documents_are_not_trained_on(tmp_path: Path) -> None:
     assert data.val_tokens["a"] == int(0.2 * (data.train_tokens["a"] + data.val_tokens["a"]))
 
 
+def test_copies_of_a_document_are_dropped_so_validation_never_holds_a_trained_text(tmp_path: Path) -> None:
+    from proxy_models.corpora import write_jsonl
+    from proxy_models.tokenizer import load_tokenizer
+
+    docs = [f"article {i} " + "word " * (20 + i % 7) for i in range(100)]
+    copies = [d.replace(" ", "  ") for d in docs[:30]]  # the same texts, other whitespace
+    files = {
+        "a": write_jsonl(tmp_path / "a.jsonl", docs + copies),
+        "b": write_jsonl(tmp_path / "b.jsonl", docs[90:] + ["another text " * 30]),  # 10 copies of a's
+    }
+    data = prepare(files, tmp_path / "p", vocab_size=512, val_fraction=0.3)
+    assert data.documents == {"a": 100, "b": 1} and data.duplicates == {"a": 30, "b": 10}
+    assert PreparedData.load(data.dir).duplicates == data.duplicates
+    tok = load_tokenizer(data.tokenizer_path)
+
+    def articles(split: str) -> list[int]:
+        text = tok.decode(data.tokens("a", split).tolist(), skip_special_tokens=False)
+        return [int(n) for n in re.findall(r"article (\d+)", text)]
+
+    val, train = articles("val"), articles("train")
+    assert len(val) == len(set(val)) and len(train) == len(set(train)) and not set(val) & set(train)
+    with pytest.raises(ValueError, match="1 documents were copies"):
+        prepare({"a": files["a"], "c": write_jsonl(tmp_path / "c.jsonl", docs[:1])}, tmp_path / "q")
+
+
 def test_training_lowers_loss_on_real_text(proxy_data: PreparedData) -> None:
     result = run(proxy_data, EVEN)
     assert set(result.losses) == set(proxy_data.domains)
