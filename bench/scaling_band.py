@@ -1,4 +1,4 @@
-"""Does the scaling law's band hold the truth when the truth is not the law's form?
+"""Does the scaling law's band hold the truth on ladders of known truths, some of forms the law cannot take?
 
 ``strategies.scaling_law`` fits L = E + A/N^α + B/D^β or Kaplan's joint form, whichever extrapolated
 better on the ladder itself. Real losses are not exactly either, and a band built only from the fit's

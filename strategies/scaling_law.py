@@ -53,8 +53,8 @@ SEPARATE_PARAMS = 5  # E, A, α, B, β of one mixture's own law
 # How the backtest's error grows with reach: (reach / backtest's reach) ** REACH_GROWTH. 1 is what a
 # wrong exponent alone would give, but the terms it multiplies shrink with scale. Chosen on truths of
 # other forms than the law's, at a seed the bench does not report: ``bench/scaling_band.py --tune
-# --ladders 60`` (the 90 % band held 85 % of the truths 8x beyond the ladder with 0.5, 96 % with 0.75,
-# 99 % with 1.0).
+# --ladders 60``, when the law had only the additive form (the 90 % band held 85 % of the
+# truths 8x beyond the ladder with 0.5, 96 % with 0.75, 99 % with 1.0).
 REACH_GROWTH = 0.75
 
 

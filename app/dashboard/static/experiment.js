@@ -134,7 +134,8 @@
         "ladder of larger proxies and predict the loss at your target scale.");
     }
     head.textContent = "Prediction #" + s.scale_prediction_id + " · " + s.status + " · ladder runs " +
-      s.runs_done + " / " + s.runs_total + (s.exponents ? " · " + (s.form || "additive") + " law, " + s.exponents + " exponents" : "") +
+      s.runs_done + " / " + s.runs_total +
+      (s.exponents ? " · " + (s.form || "additive") + " law, " + s.exponents + " exponents" : "") +
       (s.backtest_rel_err == null ? "" : " · backtest error " + (100 * s.backtest_rel_err).toFixed(1) + " %") +
       " · target " + (s.target_params / 1e6).toLocaleString("en") + "M params, " +
       (s.target_tokens / 1e9).toLocaleString("en") + "B tokens" + (s.error ? " · " + s.error : "");
