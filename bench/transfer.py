@@ -60,6 +60,7 @@ from strategies.base import Fidelity, Observation, SearchSpace, Strategy  # noqa
 from strategies.scaling_law import (  # noqa: E402
     KINDS,
     LadderPoint,
+    ScalingFit,
     ScalingLawError,
     fit_scaling_law,
     holdout_largest,
@@ -341,7 +342,7 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
             f"[{pred.low:.4f}, {pred.high:.4f}] [{boot.low:.4f}, {boot.high:.4f}], truth {p.loss:.4f}: "
             f"error {rel:.2%}, " + ("inside the band" if ok else "OUTSIDE the band")
         )
-    out["by_kind"] = compare_kinds(fit_on, held)
+    out["by_kind"] = compare_kinds(fit_on, held, fit)
     grid = np.geomspace(min(p.tokens for p in points), max(p.tokens for p in points), 24)
     for label in mixtures:
         for preset in LADDER:
@@ -351,13 +352,16 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     return out
 
 
-def compare_kinds(fit_on: list[LadderPoint], held: list[LadderPoint]) -> dict[str, dict[str, Any]]:
+def compare_kinds(
+    fit_on: list[LadderPoint], held: list[LadderPoint], chosen: ScalingFit
+) -> dict[str, dict[str, Any]]:
     """The held-out rungs predicted by every form and choice of exponents the library can fit, beside the
-    one it chose: how much the choice mattered on this ladder."""
+    one it chose (``chosen``, not fitted again): how much the choice mattered on this ladder."""
     out = {}
     print("  every kind of law (form/exponents: error per held-out rung, mean, inside its band):")
     for form, exponents in KINDS:
-        fit = fit_scaling_law(fit_on, form=form, exponents=exponents)
+        same = (form, exponents) == (chosen.form, chosen.exponents)
+        fit = chosen if same else fit_scaling_law(fit_on, form=form, exponents=exponents)
         preds = {p.mixture: (fit.predict(p.mixture, p.params, p.tokens), p.loss) for p in held}
         rel = {m: abs(pred.loss - truth) / truth for m, (pred, truth) in preds.items()}
         inside = sum(pred.low <= truth <= pred.high for pred, truth in preds.values())

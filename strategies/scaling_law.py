@@ -266,9 +266,8 @@ def _backtests(
     except ScalingLawError:
         return {}  # too short a ladder to hold a rung out
     if min(sum(p.mixture == m for p in train) for m in _mixtures(train)) <= SEPARATE_PARAMS:
-        kinds = [
-            k for k in kinds if k[1] == "shared"
-        ]  # five free parameters on five points would fit anything
+        # Five free parameters on five points would fit anything.
+        kinds = [k for k in kinds if k[1] == "shared"]
     top = _top_compute(train)
     reach = float(np.mean([math.log(p.params * p.tokens / top[p.mixture]) for p in held]))
     out: dict[Kind, Backtest] = {}
