@@ -14,10 +14,12 @@ default, or of the domains ``--target`` names) this bench
    the Spearman rho between proxy-scale and target-scale losses (seed means) over all those mixtures;
    the same mixtures are also trained at the proxy preset on half the proxy tokens, whose rho says how
    much the proxies' length matters (``rho_half_proxy``);
-3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed)
-   for the best learned mixture, uniform and natural, holds out each one's largest rung (m at the most
-   tokens) and reports how well the law predicts it, and whether its 90 % band holds the truth (beside
-   the band, the part of it that the bootstrap alone gives, without the law's backtested error);
+3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed;
+   ``--ladder-tokens preset``: of each preset's own budget, as the service's ladder scales them, so
+   ``m`` trains up to 4M tokens) for the best learned mixture, uniform and natural, holds out each one's
+   largest rung (m at the most tokens) and reports how well the law predicts it, and whether its 90 %
+   band holds the truth (beside the band, the part of it that the bootstrap alone gives, without the
+   law's backtested error);
 4. with ``--margin-seeds K``, trains the best learned mixture, uniform and natural at the target scale on
    K seeds each and tests whether the learned one is lower beyond seed noise (Welch's t on those runs).
 
@@ -70,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 FIXED, LEARNED = ("uniform", "natural"), ("regmix", "admire", "climb", "aioli")
 BATCH, MAX_EPOCHS, PROXY, TARGET, LADDER = 4, 4.0, "xs", "s", ("xs", "s", "m")
-LADDER_FRACTIONS = (0.25, 0.5, 1.0)  # of the transfer tokens
+LADDER_FRACTIONS = (0.25, 0.5, 1.0)  # of the transfer tokens, or of each preset's own (--ladder-tokens)
 
 
 @dataclass(frozen=True)
@@ -312,8 +314,9 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     for label, w in mixtures.items():
         for preset in LADDER:
             n_params = get_preset(preset).model_config(vocab).non_embedding_params
+            full = get_preset(preset).tokens if args.ladder_tokens == "preset" else args.transfer_tokens
             for frac in LADDER_FRACTIONS:
-                run = trainer.train(preset, w, int(frac * args.transfer_tokens), args.seeds[0], label)
+                run = trainer.train(preset, w, int(frac * full), args.seeds[0], label)
                 points.append(LadderPoint(label, n_params, run.tokens, run.target_loss))
                 out["points"].append({**asdict(points[-1]), "preset": preset})
     try:
@@ -534,6 +537,14 @@ def parse_args() -> argparse.Namespace:
         help="fit the scaling law to a ladder and predict its held-out rung (default on; "
         "--no-ladder for a margin-only run)",
     )
+    add(
+        "--ladder-tokens",
+        choices=("transfer", "preset"),
+        default="transfer",
+        help="the ladder's budgets are 1/4, 1/2 and 1 of the transfer tokens for every preset (transfer, "
+        "the default) or of each preset's own budget (preset: xs to 1M, s to 2M, m to 4M tokens, as the "
+        "service scales its ladder; not with --quick)",
+    )
     add("--fresh", action="store_true", help="retrain every run instead of reading back finished ones")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
     add("--out", type=Path, default=Path("artifacts/transfer.json"), help="raw results (default %(default)s)")
@@ -543,6 +554,8 @@ def parse_args() -> argparse.Namespace:
     if args.transfer_mixtures is None:
         args.transfer_mixtures = args.scale.transfer_mixtures
     args.seeds = list(range(args.seeds))
+    if args.quick and args.ladder_tokens == "preset":
+        parser.error("--ladder-tokens preset trains m on up to 4M tokens (minutes per run); not with --quick")
     args.names = [s for s in args.strategies.split(",") if s]
     if unknown := set(args.names) - set(FIXED + LEARNED):
         parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(FIXED + LEARNED)}")
