@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.spatial import cKDTree
 
-from strategies import simplex
+from strategies import simplex, trust
 from strategies.base import (
     Candidate,
     Fidelity,
@@ -86,9 +87,9 @@ class RegMix:
     ``max_fit`` are unaffected.
 
     Parameters:
-        model: regressor of loss on weights: "auto" (the best cross-validated of the others, chosen at
-            every fit), "lightgbm", "linear", "gp" (on √weights, slower) or "ensemble" (mean of
-            lightgbm and gp)
+        model: regressor of loss on weights: "auto" (the best cross-validated of lightgbm, gp and
+            ensemble, chosen at every fit; not linear, whose optimum is always an extrapolation),
+            "lightgbm", "linear", "gp" (on √weights, slower) or "ensemble" (mean of lightgbm and gp)
         concentrations: Dirichlet strengths around the prior for proposals and the recommendation search
             (low = sparse); default: 15 values log-spaced from 0.1 to 5
         min_weight: weights below it are zeroed and their mass given to the others, in [0, 0.5)
@@ -255,19 +256,28 @@ class RegMix:
                 simplex.project(model.X, lo, hi),
             ]
         )
-        pred = model.predict(pool)
+        near, radius = _near_data(model.X)
+        pred = np.where(near(pool), model.predict(pool), np.inf)
+        if not np.isfinite(pred).any():  # the caps at the target budget moved every run's mixture away
+            logger.warning("regmix: no feasible mixture within %.2f (L1) of a run; searching all", radius)
+            near, pred = (lambda W: np.ones(len(W), dtype=bool)), model.predict(pool)
         for sigma in _REFINE_SIGMAS:
             elite = pool[np.argsort(pred)[:_N_ELITE]]
             kids = np.repeat(elite, _N_CHILDREN, axis=0)
             kids = simplex.project(kids + rng.normal(0.0, sigma, kids.shape), lo, hi)
-            pool, pred = np.concatenate([pool, kids]), np.concatenate([pred, model.predict(kids)])
-        ranked = pool[np.argsort(pred, kind="stable")]
+            kid_pred = np.where(near(kids), model.predict(kids), np.inf)
+            pool, pred = np.concatenate([pool, kids]), np.concatenate([pred, kid_pred])
+        order = np.argsort(pred, kind="stable")
+        ranked = pool[order[np.isfinite(pred[order])]]
         best = self._floor(simplex.project(ranked[: self.average_top].mean(axis=0), lo, hi), lo, hi)
+        if not near(best)[0]:  # the mean of near points can lie between them, far from every run
+            best = ranked[:1]
         loss, std = model.predict_with_std(best)
         diagnostics = {
             **model.diagnostics(),
             "predicted_prior": float(model.predict(prior)[0]),
             "n_search": float(len(pool)),
+            "search_radius_l1": radius,
         }
         return Recommendation(
             tuple(float(x) for x in best[0]),
@@ -308,6 +318,14 @@ class RegMix:
         w = simplex.project(self.prior(space), lo, hi)[0]
         diag = {"fallback_natural": 1.0, "n_train": 0.0}
         return Recommendation(tuple(float(x) for x in w), None, None, diag)
+
+
+def _near_data(X: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """Which mixtures lie within ``trust.far_limit`` (L1) of a fitted run, the only ones the search may
+    recommend, and that limit. A model is fitted where the runs are; beyond them its optimum is an
+    extrapolation that can promise far more than it delivers (a linear fit drives weights to a vertex)."""
+    tree, limit = cKDTree(X), trust.far_limit(X)
+    return (lambda W: np.asarray(tree.query(W, p=1)[0]) <= limit), limit
 
 
 def _current_target(space: SearchSpace, obs: Observation) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from strategies.base import Observation, Recommendation, SearchSpace, at_fidelity
 from strategies.regression import seeded_subset
@@ -111,10 +112,8 @@ def _extrapolation(
 
 def _far(rec: Recommendation, runs: list[Observation], fidelity: str) -> list[TrustWarning]:
     X = np.array([o.weights for o in runs], dtype=float)
-    w = np.asarray(rec.weights, dtype=float)
-    nearest = float(np.abs(X - w).sum(axis=1).min())
-    usual = _typical_gap(X)
-    limit = max(FAR_L1, 2 * usual)
+    nearest = float(nearest_l1(X, np.asarray(rec.weights, dtype=float)[None])[0])
+    limit = far_limit(X)
     if nearest <= limit:
         return []
     return [
@@ -124,6 +123,17 @@ def _far(rec: Recommendation, runs: list[Observation], fidelity: str) -> list[Tr
             "the model has not seen anything like it; train it once to check",
         )
     ]
+
+
+def far_limit(X: np.ndarray) -> float:
+    """How far (L1) a mixture may lie from the nearest of the runs ``X`` before it is far from data:
+    ``FAR_L1``, or twice the usual gap between runs where they are sparser than that."""
+    return max(FAR_L1, 2 * _typical_gap(X))
+
+
+def nearest_l1(X: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """L1 distance from each row of ``W`` to its nearest row of ``X``."""
+    return np.asarray(cKDTree(X).query(W, p=1)[0], dtype=float)
 
 
 def _typical_gap(X: np.ndarray, sample: int = 500) -> float:
