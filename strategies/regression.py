@@ -231,13 +231,8 @@ def fit_chosen(
     model: str,
     params: Mapping[str, Any],
 ) -> tuple[str, CVEnsemble, dict[str, float]]:
-    """``fit(name, params)`` for ``model``; for "auto", LightGBM and the GP on the same folds plus their
-    mean, keeping the best CV Spearman (ties: lower MAE).
-
-    Not the linear fit, which stays available by name: a linear model's optimum is a vertex of the
-    feasible region, as far from the runs as the search lets it go, and what it predicts there is an
-    extrapolation. With a dozen runs its CV Spearman can still come out best (noise), and on the demo's
-    runs it then promised a loss 0.5-1 below what training its mixture gave (``bench/regmix_small.py``).
+    """``fit(name, params)`` for ``model``; for "auto", LightGBM, the GP and a linear fit on the same
+    folds plus their LightGBM+GP mean, keeping the best CV Spearman (ties: lower MAE).
 
     Returns (chosen name, its ensemble, every candidate's CV Spearman). Under "auto", ``params`` holds
     each model's settings under its name (as for "ensemble"). Which model ranks mixtures best depends on
@@ -246,7 +241,7 @@ def fit_chosen(
     if model != AUTO:
         return model, fit(model, params), {}
     gp = {"max_rows": AUTO_GP_ROWS, **params.get("gp", {})}
-    fitted = {m: fit(m, gp if m == "gp" else params.get(m, {})) for m in ("lightgbm", "gp")}
+    fitted = {m: fit(m, gp if m == "gp" else params.get(m, {})) for m in ("lightgbm", "gp", "linear")}
     fitted["ensemble"] = combine([fitted["lightgbm"], fitted["gp"]], (0.5, 0.5), y)
     best = max(fitted, key=lambda m: (fitted[m].report.spearman, -fitted[m].report.mae))
     logger.info(

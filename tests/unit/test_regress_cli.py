@@ -66,7 +66,7 @@ def test_auto_model_prints_its_choice_and_predictions_to_stdout(files: dict[str,
     result = runner.invoke(regress_app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     chosen = result.output.split(" on 60 runs, 5-fold CV")[0].split()[-1]
-    assert chosen in ("lightgbm", "gp", "ensemble")
+    assert chosen in ("lightgbm", "gp", "linear", "ensemble")
     assert "(auto: the best of lightgbm " in result.output
     lines = result.output.splitlines()
     start = lines.index("index,predicted")
