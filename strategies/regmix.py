@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from strategies import simplex, trust
 from strategies.base import (
@@ -324,8 +323,8 @@ def _near_data(X: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], float
     """Which mixtures lie within ``trust.far_limit`` (L1) of a fitted run, the only ones the search may
     recommend, and that limit. A model is fitted where the runs are; beyond them its optimum is an
     extrapolation that can promise far more than it delivers (a linear fit drives weights to a vertex)."""
-    tree, limit = cKDTree(X), trust.far_limit(X)
-    return (lambda W: np.asarray(tree.query(W, p=1)[0]) <= limit), limit
+    limit = trust.far_limit(X)
+    return (lambda W: trust.nearest_l1(X, W) <= limit), limit
 
 
 def _current_target(space: SearchSpace, obs: Observation) -> float:
