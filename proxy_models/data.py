@@ -220,8 +220,14 @@ def prepare(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     out_dir = Path(out_dir)
     hashes = {name: file_sha256(Path(p)) for name, p in domains.items()}
-    settings = {"vocab_size": vocab_size, "val_fraction": val_fraction, "max_val_tokens": max_val_tokens}
-    key = preparation_key(hashes, **settings, seed=seed, drop_copies=True)
+    key = preparation_key(
+        hashes,
+        vocab_size=vocab_size,
+        val_fraction=val_fraction,
+        max_val_tokens=max_val_tokens,
+        seed=seed,
+        drop_copies=True,
+    )
     if (out_dir / META_FILE).exists():
         try:
             existing = PreparedData.load(out_dir)
