@@ -256,10 +256,12 @@ class RegMix:
             ]
         )
         near, radius = _near_data(model.X)
-        pred = np.where(near(pool), model.predict(pool), np.inf)
-        if not np.isfinite(pred).any():  # the caps at the target budget moved every run's mixture away
+        pred, reachable = model.predict(pool), near(pool)
+        if reachable.any():
+            pred = np.where(reachable, pred, np.inf)
+        else:  # the caps at the target budget moved every run's mixture away
             logger.warning("regmix: no feasible mixture within %.2f (L1) of a run; searching all", radius)
-            near, pred = (lambda W: np.ones(len(W), dtype=bool)), model.predict(pool)
+            near = _anywhere
         for sigma in _REFINE_SIGMAS:
             elite = pool[np.argsort(pred)[:_N_ELITE]]
             kids = np.repeat(elite, _N_CHILDREN, axis=0)
@@ -325,6 +327,10 @@ def _near_data(X: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], float
     extrapolation that can promise far more than it delivers (a linear fit drives weights to a vertex)."""
     limit = trust.far_limit(X)
     return (lambda W: trust.nearest_l1(X, W) <= limit), limit
+
+
+def _anywhere(W: np.ndarray) -> np.ndarray:
+    return np.ones(len(W), dtype=bool)
 
 
 def _current_target(space: SearchSpace, obs: Observation) -> float:
