@@ -9,6 +9,14 @@ N is the model's non-embedding parameter count and D its training tokens. Two fo
   rate and is far from converged on its shortest budgets, so it improves faster with tokens than the
   smaller presets do: in ``bench/transfer.py`` (at 30a40f4 and 41f4087) the additive law, fitted below
   each ladder's top rung, put that rung too high every time it missed it (by 2.7 % and 6.9 %).
+- ``plateau``, L = E + A/N^α + B/D^β + P·exp(-D/(τ·N^γ)): short runs still leaving an early plateau,
+  where each doubling of tokens gains more than the last. Neither form above can bend that way (both
+  are convex in log D), and the service's own ladder is there: in ``bench/transfer.py --ladder-tokens
+  preset`` (at 1b9fdaa) presets ``s`` and ``m`` lost more on their second doubling than their first,
+  and every law put the held-out ``m`` rung 5.7-9.1 % too high. τ·N^γ is how many tokens a model of
+  size N takes to leave the plateau (larger presets train at a lower learning rate); far beyond the
+  ladder the term is gone and the additive law is left. It is only tried where some preset has three
+  token budgets or more, so that a bend can be seen, with τ, γ and the exponents shared by the mixtures.
 
 Mixtures share α and β when that extrapolates better (the Data Mixing Laws' nested laws: the mixture
 moves the constants, the exponents are a property of the model family): with only two or three sizes
@@ -43,10 +51,16 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-Form = Literal["additive", "joint"]
+Form = Literal["additive", "joint", "plateau"]
 Exponents = Literal["shared", "separate"]
 EXPONENT_BOUNDS = (0.05, 1.5)
 LOG_B_BOUNDS = (-12.0, 12.0)  # the joint form's B, whose scale is free
+LOG_TAU_BOUNDS = (-4.0, 4.0)  # the plateau form's τ, in units of the ladder's smallest budget
+GAMMA_BOUNDS = (0.0, 3.0)  # the plateau form's γ
+BEND_BUDGETS = 3  # token budgets at one model size that show whether the loss curve bends
+# How much more the last doubling of tokens must gain than the one before for a size to count as still
+# in the early regime: a margin so that seed noise alone rarely flags one (not tuned on any ladder).
+ACCELERATION_MARGIN = 0.1
 BAND = 0.9  # central share of the bootstrap predictions the band holds
 N_BOOTSTRAP = 200
 SEPARATE_PARAMS = 5  # E, A, α, B, β of one mixture's own law
@@ -70,8 +84,9 @@ class LadderPoint:
 
 @dataclass(frozen=True)
 class Law:
-    """One mixture's fitted law; ``predict`` takes raw N and D. The five constants mean what ``form``
-    says: E + A·n^-α + B·d^-β (``additive``) or E + A·(B·n^-α + 1/d)^β (``joint``)."""
+    """One mixture's fitted law; ``predict`` takes raw N and D. The constants mean what ``form`` says:
+    E + A·n^-α + B·d^-β (``additive``), E + A·(B·n^-α + 1/d)^β (``joint``) or
+    E + A·n^-α + B·d^-β + P·exp(-d/(τ·n^γ)) (``plateau``)."""
 
     e: float
     a: float
@@ -81,21 +96,33 @@ class Law:
     n0: float  # N and D are divided by these (the ladder's smallest) to keep the fit well scaled
     d0: float
     form: Form = "additive"
+    p: float = 0.0
+    tau: float = 0.0
+    gamma: float = 0.0
 
     def predict(self, params: float | np.ndarray, tokens: float | np.ndarray) -> np.ndarray:
         n = np.asarray(params, dtype=float) / self.n0
         d = np.asarray(tokens, dtype=float) / self.d0
         if self.form == "joint":
             return np.asarray(self.e + self.a * (self.b * n**-self.alpha + 1 / d) ** self.beta)
-        return np.asarray(self.e + self.a * n**-self.alpha + self.b * d**-self.beta)
+        additive = self.e + self.a * n**-self.alpha + self.b * d**-self.beta
+        if self.form == "plateau":
+            return np.asarray(additive + self.p * np.exp(-d / (self.tau * n**self.gamma)))
+        return np.asarray(additive)
 
     def to_json(self) -> dict[str, float]:
         """The constants as stored (``ScalingFit.to_json`` keeps the form, ``n0`` and ``d0`` once for all)."""
-        return {"E": self.e, "A": self.a, "alpha": self.alpha, "B": self.b, "beta": self.beta}
+        out = {"E": self.e, "A": self.a, "alpha": self.alpha, "B": self.b, "beta": self.beta}
+        if self.form == "plateau":
+            out |= {"P": self.p, "tau": self.tau, "gamma": self.gamma}
+        return out
 
     @classmethod
     def from_json(cls, stored: Mapping[str, float], n0: float, d0: float, form: Form = "additive") -> Law:
-        return cls(stored["E"], stored["A"], stored["alpha"], stored["B"], stored["beta"], n0, d0, form)
+        plateau = (stored.get("P", 0.0), stored.get("tau", 0.0), stored.get("gamma", 0.0))
+        return cls(
+            stored["E"], stored["A"], stored["alpha"], stored["B"], stored["beta"], n0, d0, form, *plateau
+        )
 
 
 @dataclass(frozen=True)
@@ -128,6 +155,7 @@ class ScalingFit:
     boot: Mapping[str, tuple[Law, ...]] = field(repr=False)  # bootstrap refits per mixture
     top_compute: Mapping[str, float] = field(repr=False)  # largest N·D each mixture was fitted on
     backtest: Backtest | None = None  # None: the ladder is too short to hold a rung out
+    early_regime: tuple[float, ...] = ()  # model sizes still in it (``early_regime``)
     seed: int = 0
 
     def predict(self, mixture: str, params: float, tokens: float) -> Prediction:
@@ -155,6 +183,7 @@ class ScalingFit:
             "n0": next(iter(self.laws.values())).n0,
             "d0": next(iter(self.laws.values())).d0,
             "backtest": None if self.backtest is None else vars(self.backtest),
+            "early_regime": list(self.early_regime),
         }
 
 
@@ -168,6 +197,7 @@ KINDS: tuple[Kind, ...] = (
     ("joint", "shared"),
     ("additive", "separate"),
     ("joint", "separate"),
+    ("plateau", "shared"),
 )
 
 
@@ -186,6 +216,12 @@ def fit_scaling_law(
     n0 = min(p.params for p in points)
     d0 = min(p.tokens for p in points)
     kinds = [k for k in KINDS if form in ("auto", k[0]) and exponents in ("auto", k[1])]
+    if not kinds:
+        raise ScalingLawError(
+            f"no law of the {form} form with {exponents} exponents; the plateau form shares them"
+        )
+    if form == "auto" and not _shows_bend(points):
+        kinds = [k for k in kinds if k[0] != "plateau"]
     backtests = _backtests(points, n0, d0, kinds)
     kind = min(backtests, key=lambda k: backtests[k].rel_rms, default=kinds[0])
     laws = _fit(points, kind, n0, d0)
@@ -193,7 +229,11 @@ def fit_scaling_law(
     y = np.array([p.loss for p in points])
     residuals = y - fitted
     # Residuals shrink in the fit by the parameters it spent; inflate them back (the usual leverage fix).
-    n_free = 2 * (1 if kind[1] == "shared" else len(laws)) + 3 * len(laws)
+    n_free = (
+        2 * (1 if kind[1] == "shared" else len(laws))
+        + 3 * len(laws)
+        + (2 + len(laws)) * (kind[0] == "plateau")
+    )
     scale = math.sqrt(len(points) / max(1, len(points) - n_free))
     residuals = residuals * scale
     rng = np.random.default_rng(seed)
@@ -214,8 +254,28 @@ def fit_scaling_law(
         boot={m: tuple(v) for m, v in boot.items()},
         top_compute=_top_compute(points),
         backtest=backtests.get(kind),
+        early_regime=early_regime(points),
         seed=seed,
     )
+
+
+def early_regime(points: Sequence[LadderPoint]) -> tuple[float, ...]:
+    """Model sizes at which some mixture's loss fell by ``ACCELERATION_MARGIN`` more per doubling of
+    tokens on its last two budgets than on the two before (seed means). Such runs are still short of
+    the power-law regime: a law that cannot bend that way predicts too high beyond them, and one that
+    can rests on where the bend ends, which the ladder has not seen."""
+    sizes = set()
+    for m in _mixtures(points):
+        for n in _sizes(points, m):
+            mine = [p for p in points if p.mixture == m and p.params == n]
+            budgets = sorted({p.tokens for p in mine})[-BEND_BUDGETS:]
+            if len(budgets) < BEND_BUDGETS:
+                continue
+            loss = [float(np.mean([p.loss for p in mine if p.tokens == d])) for d in budgets]
+            drops = [(loss[i] - loss[i + 1]) / math.log2(budgets[i + 1] / budgets[i]) for i in (0, 1)]
+            if drops[1] > drops[0] + ACCELERATION_MARGIN * abs(drops[0]):
+                sizes.add(n)
+    return tuple(sorted(sizes))
 
 
 def holdout_largest(points: Sequence[LadderPoint]) -> tuple[list[LadderPoint], list[LadderPoint]]:
@@ -251,6 +311,20 @@ def _check(points: Sequence[LadderPoint]) -> None:
             )
 
 
+def _shows_bend(points: Sequence[LadderPoint]) -> bool:
+    """Whether every mixture has ``BEND_BUDGETS`` token budgets at one model size at least: the least
+    that shows how its loss curve bends, which the plateau form's τ and γ are fitted to."""
+    return all(
+        max(len({p.tokens for p in points if p.mixture == m and p.params == n}) for n in _sizes(points, m))
+        >= BEND_BUDGETS
+        for m in _mixtures(points)
+    )
+
+
+def _sizes(points: Sequence[LadderPoint], mixture: str) -> list[float]:
+    return sorted({p.params for p in points if p.mixture == mixture})
+
+
 def _mixtures(points: Sequence[LadderPoint]) -> list[str]:
     return list(dict.fromkeys(p.mixture for p in points))
 
@@ -268,6 +342,8 @@ def _backtests(
     if min(sum(p.mixture == m for p in train) for m in _mixtures(train)) <= SEPARATE_PARAMS:
         # Five free parameters on five points would fit anything.
         kinds = [k for k in kinds if k[1] == "shared"]
+    if not _shows_bend(train):
+        kinds = [k for k in kinds if k[0] != "plateau"]
     top = _top_compute(train)
     reach = float(np.mean([math.log(p.params * p.tokens / top[p.mixture]) for p in held]))
     out: dict[Kind, Backtest] = {}
@@ -295,7 +371,8 @@ def _fit_group(
     points: Sequence[LadderPoint], form: Form, n0: float, d0: float, start: Mapping[str, Law] | None = None
 ) -> dict[str, Law]:
     """One (α, β) for every mixture in ``points``; the linear constants per mixture by NNLS for each
-    trial of the nonlinear ones (α, β and, in the joint form, each mixture's log B)."""
+    trial of the nonlinear ones (α, β and, in the joint form, each mixture's log B; in the plateau
+    form, log τ and γ)."""
     mixtures = _mixtures(points)
     groups = [[p for p in points if p.mixture == m] for m in mixtures]
     logs = [
@@ -309,7 +386,10 @@ def _fit_group(
         if form == "joint":
             joint = (np.exp(x[2 + i] - alpha * log_n) + np.exp(-log_d)) ** beta
             return np.column_stack([np.ones_like(log_n), joint])
-        return np.column_stack([np.ones_like(log_n), np.exp(-alpha * log_n), np.exp(-beta * log_d)])
+        columns = [np.ones_like(log_n), np.exp(-alpha * log_n), np.exp(-beta * log_d)]
+        if form == "plateau":
+            columns.append(np.exp(-np.exp(log_d - x[2] - x[3] * log_n)))
+        return np.column_stack(columns)
 
     def constants(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
@@ -326,21 +406,30 @@ def _fit_group(
     lower, upper = [lo, lo], [hi, hi]
     if form == "joint":
         lower, upper = lower + [LOG_B_BOUNDS[0]] * k, upper + [LOG_B_BOUNDS[1]] * k
+    if form == "plateau":
+        lower = lower + [LOG_TAU_BOUNDS[0], GAMMA_BOUNDS[0]]
+        upper = upper + [LOG_TAU_BOUNDS[1], GAMMA_BOUNDS[1]]
     if start is not None:
-        x0 = np.array([start[mixtures[0]].alpha, start[mixtures[0]].beta])
+        first = start[mixtures[0]]
+        x0 = np.array([first.alpha, first.beta])
         if form == "joint":
             x0 = np.concatenate([x0, [math.log(max(start[m].b, 1e-12)) for m in mixtures]])
+        if form == "plateau":
+            x0 = np.concatenate([x0, [math.log(max(first.tau, 1e-12)), first.gamma]])
         x0 = np.clip(x0, lower, upper)
     else:  # the SSE surface can have several valleys: begin in the best cell of a grid
         grid = np.linspace(lo + 0.05, hi - 0.05, 6)
-        log_bs = (-2.0, 0.0, 2.0) if form == "joint" else (None,)
-        cells = [
-            np.array([a, b] + ([] if lb is None else [lb] * k)) for a in grid for b in grid for lb in log_bs
-        ]
+        extras: list[list[float]] = [[]]
+        if form == "joint":
+            extras = [[lb] * k for lb in (-2.0, 0.0, 2.0)]
+        if form == "plateau":
+            extras = [[lt, g] for lt in (-1.0, 0.5, 2.0) for g in (0.0, 1.0)]
+        cells = [np.array([a, b, *e]) for a in grid for b in grid for e in extras]
         x0 = min(cells, key=lambda x: float(np.sum(residuals(x) ** 2)))
     x = least_squares(residuals, x0, bounds=(lower, upper)).x
     laws = {}
     for i, (m, (c, _)) in enumerate(zip(mixtures, constants(x), strict=True)):
         b = math.exp(x[2 + i]) if form == "joint" else float(c[2])
-        laws[m] = Law(float(c[0]), float(c[1]), float(x[0]), b, float(x[1]), n0, d0, form)
+        plateau = (float(c[3]), math.exp(x[2]), float(x[3])) if form == "plateau" else (0.0, 0.0, 0.0)
+        laws[m] = Law(float(c[0]), float(c[1]), float(x[0]), b, float(x[1]), n0, d0, form, *plateau)
     return laws

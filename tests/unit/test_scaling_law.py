@@ -7,7 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from strategies.scaling_law import LadderPoint, Law, ScalingLawError, fit_scaling_law, holdout_largest
+from strategies.scaling_law import (
+    LadderPoint,
+    Law,
+    ScalingFit,
+    ScalingLawError,
+    fit_scaling_law,
+    holdout_largest,
+)
 
 SIZES = (0.44e6, 2.46e6, 7.96e6)
 BUDGETS = (0.25e6, 0.5e6, 1e6)
@@ -93,16 +100,22 @@ def test_a_law_of_the_wrong_form_backtests_itself_and_widens_its_band() -> None:
     assert inside["backtest"] >= 0.8 * 12
 
 
-def test_a_ladder_of_the_joint_form_gets_it_and_predicts_its_held_out_rungs() -> None:
+def test_a_ladder_of_the_joint_form_gets_a_form_that_bends_with_it() -> None:
+    def error(fit: ScalingFit, p: LadderPoint) -> float:
+        return abs(fit.predict(p.mixture, p.params, p.tokens).loss - p.loss) / p.loss
+
     for seed in range(3):
         train, held = holdout_largest(kaplan_ladder(seed))
         fit = fit_scaling_law(train, n_bootstrap=20, seed=seed)
+        joint = fit_scaling_law(train, form="joint", n_bootstrap=20, seed=seed)
         additive = fit_scaling_law(train, form="additive", n_bootstrap=20, seed=seed)
-        assert fit.form == "joint"
-        assert fit.backtest is not None and additive.backtest is not None
-        assert fit.backtest.rel_rms < additive.backtest.rel_rms
+        # The plateau form, which also bends, may tie the joint one on the backtest (seed 2 here).
+        assert fit.form in ("joint", "plateau")
+        assert fit.backtest is not None and joint.backtest is not None and additive.backtest is not None
+        assert fit.backtest.rel_rms <= joint.backtest.rel_rms < additive.backtest.rel_rms
         for p in held:
-            assert abs(fit.predict(p.mixture, p.params, p.tokens).loss - p.loss) / p.loss < 0.01
+            assert error(joint, p) < 0.01
+            assert error(fit, p) < 0.02 < error(additive, p)
     stored = fit.to_json()  # what the service keeps and the dashboard draws the curves from
     for m, law in fit.laws.items():
         back = Law.from_json(stored["laws"][m], stored["n0"], stored["d0"], stored["form"])
@@ -122,3 +135,51 @@ def test_the_band_grows_with_the_distance_beyond_the_ladder() -> None:
 def test_a_law_of_the_right_form_gets_almost_no_backtest_width() -> None:
     fit = fit_scaling_law(ladder(SHARED), n_bootstrap=20)
     assert fit.backtest is not None and fit.backtest.rel_rms < 1e-4
+
+
+def plateau_ladder(seed: int, budgets: tuple[float, ...] = BUDGETS) -> list[LadderPoint]:
+    """Two mixtures whose runs are still leaving an early plateau, later for larger models: ``s`` and
+    ``m`` lose more on their second doubling of tokens than on their first, ``xs`` less."""
+    rng = np.random.default_rng(seed)
+    truths = {
+        m: Law(e, 1.0, 0.3, 1.0, 0.4, SIZES[0], BUDGETS[0], "plateau", 3.0, 0.7, 1.0)
+        for m, e in (("a", 2.0), ("b", 2.3))
+    }
+    return [
+        LadderPoint(m, n, d, float(t.predict(n, d)) + 0.003 * rng.standard_normal())
+        for m, t in truths.items()
+        for n in SIZES
+        for d in budgets
+    ]
+
+
+def test_a_ladder_still_leaving_its_plateau_gets_the_plateau_form_and_a_warning() -> None:
+    assert fit_scaling_law(plateau_ladder(0), n_bootstrap=5).early_regime == SIZES[1:]
+    for seed in range(2):
+        train, held = holdout_largest(plateau_ladder(seed))
+        fit = fit_scaling_law(train, n_bootstrap=20, seed=seed)
+        additive = fit_scaling_law(train, form="additive", n_bootstrap=20, seed=seed)
+        assert fit.form == "plateau" and fit.exponents == "shared"
+        assert fit.early_regime == (SIZES[1],)  # m's third budget is held out
+        for p in held:
+            error = abs(fit.predict(p.mixture, p.params, p.tokens).loss - p.loss) / p.loss
+            assert error < 0.01
+            assert error < abs(additive.predict(p.mixture, p.params, p.tokens).loss - p.loss) / p.loss
+    stored = fit.to_json()
+    assert stored["early_regime"] == [SIZES[1]]
+    for m, law in fit.laws.items():
+        back = Law.from_json(stored["laws"][m], stored["n0"], stored["d0"], stored["form"])
+        assert back.predict(1e9, 1e11) == pytest.approx(law.predict(1e9, 1e11))
+
+
+def test_two_token_budgets_per_size_cannot_show_a_bend() -> None:
+    fit = fit_scaling_law(plateau_ladder(0, budgets=BUDGETS[:2]), n_bootstrap=5)
+    assert fit.form != "plateau"
+    assert fit.early_regime == ()
+    with pytest.raises(ScalingLawError, match="shares them"):
+        fit_scaling_law(plateau_ladder(0), form="plateau", exponents="separate")
+
+
+def test_a_ladder_past_its_plateau_raises_no_warning() -> None:
+    fit = fit_scaling_law(ladder(SHARED, noise=0.003), n_bootstrap=5)
+    assert fit.early_regime == ()
