@@ -16,8 +16,9 @@ default, or of the domains ``--target`` names) this bench
    much the proxies' length matters (``rho_half_proxy``);
 3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed;
    ``--ladder-tokens preset``: of each preset's own budget, as the service's ladder scales them, so
-   ``m`` trains up to 4M tokens) for the best learned mixture, uniform and natural, holds out each one's
-   largest rung (m at the most tokens) and reports how well the law predicts it, and whether its 90 %
+   ``m`` trains up to 4M tokens; ``--ladder-presets xs,s`` leaves ``m`` out) for the best learned
+   mixture, uniform and natural, holds out each one's largest rung (the last preset at the most tokens)
+   and reports how well the law predicts it, and whether its 90 %
    band holds the truth (beside the band, the part of it that the bootstrap alone gives, without the
    law's backtested error);
 4. with ``--margin-seeds K``, trains the best learned mixture, uniform and natural at the target scale on
@@ -64,6 +65,7 @@ from strategies.scaling_law import (  # noqa: E402
     LadderPoint,
     ScalingFit,
     ScalingLawError,
+    early_regime,
     fit_scaling_law,
     holdout_largest,
 )
@@ -312,7 +314,7 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     points: list[LadderPoint] = []
     out: dict[str, Any] = {"points": [], "predictions": {}, "curves": {}}
     for label, w in mixtures.items():
-        for preset in LADDER:
+        for preset in args.ladder_presets:
             n_params = get_preset(preset).model_config(vocab).non_embedding_params
             full = get_preset(preset).tokens if args.ladder_tokens == "preset" else args.transfer_tokens
             for frac in LADDER_FRACTIONS:
@@ -332,6 +334,13 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
         f"rmse {fit.rmse:.4f}, "
         f"backtest error {backtest}; in brackets the band, then the bootstrap's part of it alone)"
     )
+    sizes = {p.params: preset for p, preset in zip(points, (q["preset"] for q in out["points"]), strict=True)}
+    early = {name: [sizes[n] for n in early_regime(ps)] for name, ps in (("fitted", fit_on), ("all", points))}
+    out["early_regime"] = early
+    print(
+        "  presets whose loss still falls faster with each doubling (early_regime): on the rungs fitted "
+        f"{', '.join(early['fitted']) or 'none'}; on the whole ladder {', '.join(early['all']) or 'none'}"
+    )
     bootstrap_only = dataclasses.replace(fit, backtest=None)
     for p in held:
         pred = fit.predict(p.mixture, p.params, p.tokens)
@@ -341,14 +350,15 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
         out["predictions"][p.mixture] |= {"params": p.params, "tokens": p.tokens}
         out["predictions"][p.mixture] |= {"bootstrap_band": [boot.low, boot.high]}
         print(
-            f"  {p.mixture:<8} held out: {LADDER[-1]} at {p.tokens:,} tokens: predicted {pred.loss:.4f} "
+            f"  {p.mixture:<8} held out: {args.ladder_presets[-1]} at {p.tokens:,} tokens: "
+            f"predicted {pred.loss:.4f} "
             f"[{pred.low:.4f}, {pred.high:.4f}] [{boot.low:.4f}, {boot.high:.4f}], truth {p.loss:.4f}: "
             f"error {rel:.2%}, " + ("inside the band" if ok else "OUTSIDE the band")
         )
     out["by_kind"] = compare_kinds(fit_on, held, fit)
     grid = np.geomspace(min(p.tokens for p in points), max(p.tokens for p in points), 24)
     for label in mixtures:
-        for preset in LADDER:
+        for preset in args.ladder_presets:
             n_params = get_preset(preset).model_config(vocab).non_embedding_params
             flops = [run_flops(preset, int(t), vocab) for t in grid]
             out["curves"][f"{label}/{preset}"] = [flops, [fit.predict(label, n_params, t).loss for t in grid]]
@@ -446,14 +456,14 @@ def plot(path: Path, ladder: dict, table: dict[str, dict], rho: float, args: arg
     for p in ladder["points"]:
         held = (
             ladder["predictions"].get(p["mixture"], {}).get("tokens") == p["tokens"]
-            and p["preset"] == LADDER[-1]
+            and p["preset"] == args.ladder_presets[-1]
         )
         marker = "*" if held else dict(zip(LADDER, "os^", strict=True))[p["preset"]]
         x = run_flops(p["preset"], p["tokens"], vocab)
         ax.scatter(x, p["loss"], marker=marker, s=120 if held else 25, color=color[p["mixture"]], zorder=3)
     for m, pred in ladder["predictions"].items():
         band = [[pred["loss"] - pred["low"]], [pred["high"] - pred["loss"]]]
-        x = run_flops(LADDER[-1], pred["tokens"], vocab) * 1.05
+        x = run_flops(args.ladder_presets[-1], pred["tokens"], vocab) * 1.05
         ax.errorbar(x, pred["loss"], yerr=band, fmt="x", color=color[m], capsize=3)
     for key, (flops, loss) in ladder["curves"].items():
         ax.plot(flops, loss, "--", lw=0.8, color=color[key.rsplit("/", 1)[0]])
@@ -544,6 +554,13 @@ def parse_args() -> argparse.Namespace:
         help="the ladder's budgets are 1/4, 1/2 and 1 of the transfer tokens for every preset (transfer, "
         "the default) or of each preset's own budget (preset: xs to 1M, s to 2M, m to 4M tokens, as the "
         "service scales its ladder; not with --quick)",
+    )
+    add(
+        "--ladder-presets",
+        type=lambda v: tuple(v.split(",")),
+        default=LADDER,
+        help=f"the ladder's presets, smallest first; the last one's top rung is held out (default "
+        f"{','.join(LADDER)})",
     )
     add("--fresh", action="store_true", help="retrain every run instead of reading back finished ones")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
