@@ -1,9 +1,9 @@
 """Does the scaling law's band hold the truth on ladders of known truths, some of forms the law cannot take?
 
-``strategies.scaling_law`` fits L = E + A/N^α + B/D^β or Kaplan's joint form, whichever extrapolated
-better on the ladder itself. Real losses are not exactly either, and a band built only from the fit's
-residuals (a bootstrap) says nothing about it. This bench draws ladders from truths of several forms
-and counts how often the 90 % band holds the truth
+``strategies.scaling_law`` fits L = E + A/N^α + B/D^β, Kaplan's joint form or the additive one plus a
+plateau term, whichever extrapolated best on the ladder itself. Real losses are not exactly any of
+them, and a band built only from the fit's residuals (a bootstrap) says nothing about it. This bench
+draws ladders from truths of several forms and counts how often the 90 % band holds the truth
 
 - at the ladder's held-out largest rung (the check ``bench/transfer.py`` makes on real runs), and
 - far beyond it (8x the largest model, 8x its tokens),
@@ -23,9 +23,10 @@ ladder, scaled by the log-compute reach). The truths, per ladder of 3 mixtures o
 
 each with seed noise of sd 0.01-0.03 (``bench/transfer.py`` measured 0.027 at ``s``). The report
 tunes nothing: the band's level (90 %) and the backtest's growth with reach (``REACH_GROWTH``) are fixed
-in the library; ``--tune`` shows how that growth was chosen, on two of the kinds at another seed.
+in the library; ``--tune`` shows how that growth was chosen, on two of the kinds at another seed, and
+``--tune-margin`` why the plateau form, with more parameters, competes on its backtest alone.
 
-    .venv/bin/python bench/scaling_band.py [--quick] [--ladders 100] [--tune]
+    .venv/bin/python bench/scaling_band.py [--quick] [--ladders 100] [--tune] [--tune-margin]
 """
 
 from __future__ import annotations

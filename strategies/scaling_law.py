@@ -1,6 +1,6 @@
 """Loss at scale: fit L(N, D) per mixture on a ladder of proxy runs, predict beyond it.
 
-N is the model's non-embedding parameter count and D its training tokens. Two forms of the law:
+N is the model's non-embedding parameter count and D its training tokens. Three forms of the law:
 
 - ``additive``, L = E + A/N^α + B/D^β (Hoffmann et al., the Chinchilla form): what a model size
   gains does not depend on the tokens;
