@@ -408,7 +408,8 @@ def experiment_predict_scale(
         str | None, typer.Option(help="model sizes, comma-separated (default: up to one past the search's)")
     ] = None,
     token_scales: Annotated[
-        str | None, typer.Option(help="token budgets per preset as multiples of its default, e.g. 0.5,1")
+        str | None,
+        typer.Option(help="token budgets per preset as multiples of its default (default 0.25,0.5,1)"),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, max=8, help="runs per mixture and rung")] = 1,
     baselines: Annotated[bool, typer.Option(help="also the natural and uniform mixtures")] = True,
@@ -422,7 +423,7 @@ def experiment_predict_scale(
     as_json: Json = False,
 ) -> None:
     """Predict the recommended mixture's loss at your target scale: trains a ladder of larger proxies
-    (charged to the budget), fits L(N, D) = E + A/N^α + B/D^β per mixture and extrapolates."""
+    (charged to the budget), fits a law L(N, D) per mixture and extrapolates."""
     exp = _client(url, key).experiment(experiment_id)
     started = exp.predict_scale(
         presets=presets.split(",") if presets else None,
@@ -451,6 +452,8 @@ def experiment_predict_scale(
     typer.echo(f"predicted loss at {scale} (90% band), {law}{checked}:")
     for label, p in pred["predictions"].items():
         typer.echo(f"  {label:<12} {p['loss']:.4f}  [{p['low']:.4f}, {p['high']:.4f}]")
+    for warning in pred.get("warnings", []):
+        typer.echo(f"warning ({warning['code']}): {warning['message']}", err=True)
 
 
 def _mount_regress() -> None:

@@ -325,6 +325,9 @@ class PredictedLoss(BaseModel):
     params: int = Field(description="non-embedding parameters it is predicted for")
     tokens: int
     scale_prediction_id: int
+    warnings: list[TrustWarningOut] = Field(
+        default_factory=list, description="its scale prediction's warnings (early_regime)"
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -353,8 +356,8 @@ class RecommendationOut(BaseModel):
 
 
 class ScalePredictionIn(Strict):
-    """Which ladder to train. Each mixture is trained at every preset × token scale; a law
-    L(N, D) = E + A/N^α + B/D^β fitted on those runs predicts its loss at (target_params, target_tokens)."""
+    """Which ladder to train. Each mixture is trained at every preset × token scale; a law L(N, D)
+    fitted on those runs predicts its loss at (target_params, target_tokens)."""
 
     presets: list[Annotated[str, Field(max_length=32, pattern=TEXT_PATTERN)]] | None = Field(
         default=None,
@@ -363,10 +366,12 @@ class ScalePredictionIn(Strict):
         description="model sizes, smallest first (default: up to the preset above the experiment's largest)",
     )
     token_scales: list[Annotated[float, Field(gt=0, le=100)]] = Field(
-        default_factory=lambda: [0.5, 1.0],
+        default_factory=lambda: [0.25, 0.5, 1.0],
         min_length=2,
         max_length=8,
-        description="token budgets per preset, as multiples of the preset's default tokens",
+        description="token budgets per preset, as multiples of the preset's default tokens; three or more "
+        "show whether the loss still falls faster with each doubling (the early_regime warning, the "
+        "plateau form)",
     )
     seeds: int = Field(default=1, ge=1, le=8, description="runs per mixture and rung")
     baselines: bool = Field(
@@ -413,17 +418,19 @@ class ScalePredictionOut(BaseModel):
     runs: dict[str, int] = Field(description="ladder runs per status")
     cost_units: float = Field(description="the ladder's cost in target-fidelity runs (charged to `spent`)")
     points: list[LadderPointOut] = Field(description="finished ladder runs")
-    form: Literal["additive", "joint"] | None = Field(
+    form: Literal["additive", "joint", "plateau"] | None = Field(
         None,
-        description="the law's form: additive, L = E + A·n^-alpha + B·d^-beta, or joint, "
-        "L = E + A·(B·n^-alpha + 1/d)^beta (n = N/n0, d = D/d0); chosen, with exponents, by predicting each "
-        "mixture's top rung from the rest of the ladder",
+        description="the law's form: additive, L = E + A·n^-alpha + B·d^-beta; joint, "
+        "L = E + A·(B·n^-alpha + 1/d)^beta; or plateau, the additive form + P·exp(-d/(tau·n^gamma)), for "
+        "runs still leaving an early plateau (n = N/n0, d = D/d0); chosen, with exponents, by predicting "
+        "each mixture's top rung from the rest of the ladder",
     )
     exponents: Literal["shared", "separate"] | None = Field(
         None, description="whether the mixtures share alpha and beta (chosen with the form)"
     )
     laws: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="label → fitted E, A, alpha, B, beta of its form"
+        default_factory=dict,
+        description="label → fitted E, A, alpha, B, beta (and P, tau, gamma) of its form",
     )
     n0: float | None = None
     d0: float | None = None
@@ -435,6 +442,11 @@ class ScalePredictionOut(BaseModel):
     )
     predictions: dict[str, PredictedLoss] = Field(
         default_factory=dict, description="label → loss at (target_params, target_tokens); once fitted"
+    )
+    warnings: list[TrustWarningOut] = Field(
+        default_factory=list,
+        description="reasons to trust the predictions less; early_regime: at some preset the loss still "
+        "fell faster with each doubling of tokens, so the ladder is short of the regime the law describes",
     )
     created_at: datetime
     finished_at: datetime | None

@@ -177,4 +177,5 @@ class ScalePlot(BaseModel):
     form: str | None
     exponents: str | None
     backtest_rel_err: float | None  # the law's error on each mixture's top rung, fitted without it
+    warnings: list[str]  # why to trust the prediction less (``ScalePredictionOut.warnings``' messages)
     series: list[ScaleSeries]

@@ -355,6 +355,7 @@ def scale_plot(*, session: Session, experiment: Experiment) -> ScalePlot | None:
         form=out.form,
         exponents=out.exponents,
         backtest_rel_err=out.backtest_rel_err,
+        warnings=[w.message for w in out.warnings],
         series=series,
     )
 

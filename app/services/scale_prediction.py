@@ -16,7 +16,14 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Experiment, FidelityInfo, Recommendation, Run, ScalePrediction
-from app.schemas import LadderPointOut, PredictedLoss, Rung, ScalePredictionIn, ScalePredictionOut
+from app.schemas import (
+    LadderPointOut,
+    PredictedLoss,
+    Rung,
+    ScalePredictionIn,
+    ScalePredictionOut,
+    TrustWarningOut,
+)
 from app.services.recommendations import latest_recommendation
 from app.status import LIVE_RUNS, Executor, ExperimentStatus, RunOrigin, RunStatus, ScaleStatus
 from proxy_models.presets import PRESETS, get_preset, run_flops
@@ -243,6 +250,7 @@ def to_out(*, session: Session, experiment: Experiment, row: ScalePrediction) ->
         rmse=fit.get("rmse"),
         backtest_rel_err=(fit.get("backtest") or {}).get("rel_rms"),
         predictions={label: _predicted(row, p) for label, p in (result.get("predictions") or {}).items()},
+        warnings=_warnings(row),
         created_at=row.created_at,
         finished_at=row.finished_at,
     )
@@ -262,6 +270,20 @@ def predicted_for(session: Session, rec: Recommendation) -> PredictedLoss | None
     return None if predicted is None else _predicted(row, predicted)
 
 
+def _warnings(row: ScalePrediction) -> list[TrustWarningOut]:
+    sizes = {r["params"]: r["preset"] for r in row.rungs}
+    fit = (row.result or {}).get("fit") or {}
+    early = [sizes.get(n, f"{n:,.0f} params") for n in fit.get("early_regime", [])]
+    if not early:
+        return []
+    message = (
+        f"at preset(s) {', '.join(early)} the loss fell faster on the last doubling of tokens than on the "
+        "one before: those runs are still short of the regime a scaling law describes, so the prediction "
+        "rests on how soon that ends (train longer rungs, e.g. token_scales 0.5, 1, 2, to see it)"
+    )
+    return [TrustWarningOut(code="early_regime", message=message)]
+
+
 def _predicted(row: ScalePrediction, p: dict[str, float]) -> PredictedLoss:
     return PredictedLoss(
         loss=p["loss"],
@@ -270,4 +292,5 @@ def _predicted(row: ScalePrediction, p: dict[str, float]) -> PredictedLoss:
         params=row.target_params,
         tokens=row.target_tokens,
         scale_prediction_id=row.id,
+        warnings=_warnings(row),
     )

@@ -4,6 +4,7 @@ errors, live refresh, export downloads, click into a run; screenshots go to arti
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -296,8 +297,8 @@ def test_a_recommendation_that_should_not_be_trusted_says_why(live: LiveServer, 
 
 
 def _finished_ladder(experiment_id: int) -> int:
-    """A scale prediction whose ladder runs have finished (losses from a known law), fitted by the
-    worker's own code: the page only draws what the API stores."""
+    """A scale prediction whose ladder runs have finished (losses from a known law, with a plateau that
+    ``s`` is still leaving), fitted by the worker's own code: the page only draws what the API stores."""
     from app.core.db import session_scope
     from app.models import Recommendation, Run, ScalePrediction
     from app.services.scale_prediction import ladder_fidelity
@@ -322,7 +323,7 @@ def _finished_ladder(experiment_id: int) -> int:
                 "cost": run_flops(p, t),
             }
             for p in ("xs", "s")
-            for t in (500_000, 1_000_000)
+            for t in (250_000, 500_000, 1_000_000)
         ]
         row = ScalePrediction(
             experiment_id=experiment_id,
@@ -342,6 +343,7 @@ def _finished_ladder(experiment_id: int) -> int:
                     (2.0 if label == "recommended" else 2.1)
                     + 3 * (r["params"] / 4e5) ** -0.3
                     + 4 * (r["tokens"] / 5e5) ** -0.25
+                    + 6 * math.exp(-r["tokens"] / (9e4 * (r["params"] / 4e5) ** 1.5))
                 )
                 session.add(
                     Run(
@@ -373,8 +375,15 @@ def test_scale_prediction_draws_loss_against_compute(live: LiveServer, watch: Pa
     page.reload()
     page.wait_for_selector("#plot-scale.js-plotly-plot svg.main-svg", timeout=30_000)
     status = page.inner_text("#scale-status")
-    assert f"Prediction #{prediction_id} · done · ladder runs 8 / 8" in status
+    assert f"Prediction #{prediction_id} · done · ladder runs 12 / 12" in status
     assert re.search(r"backtest error \d+\.\d %", status), status
+    assert "warning: at preset(s) s the loss fell faster on the last doubling" in status
+    with live.api() as api:  # the same warning where a pipeline reads the prediction
+        auth, base = {"Authorization": f"Bearer {live.key}"}, f"/api/v1/experiments/{exp['id']}"
+        warnings = api.get(f"{base}/scale-prediction", headers=auth).json()["warnings"]
+        predicted = api.get(f"{base}/recommendation", headers=auth).json()["predicted_target_loss"]
+    assert [w["code"] for w in warnings] == ["early_regime"]
+    assert predicted["warnings"] == warnings
     legend = page.text_content("#plot-scale .legend") or ""
     for name in ("recommended runs", "recommended law", "recommended at target", "uniform at target"):
         assert name in legend

@@ -86,7 +86,8 @@ def test_ladder_runs_through_the_queue_and_the_recommendation_carries_the_predic
     assert done["status"] == "done", done
     assert done["runs"] == {"succeeded": 12} and len(done["points"]) == 12
     assert done["exponents"] in ("shared", "separate") and set(done["laws"]) == set(done["mixtures"])
-    assert done["form"] in ("additive", "joint")
+    assert done["form"] in ("additive", "joint")  # two token budgets per preset: no plateau form,
+    assert done["warnings"] == []  # and no bend to warn of
     assert done["backtest_rel_err"] > 0  # four rungs: the top one is predicted from the other three
     for p in done["predictions"].values():
         assert p["low"] <= p["loss"] <= p["high"] and p["params"] == 100_000_000

@@ -138,7 +138,8 @@
       (s.exponents ? " · " + (s.form || "additive") + " law, " + s.exponents + " exponents" : "") +
       (s.backtest_rel_err == null ? "" : " · backtest error " + (100 * s.backtest_rel_err).toFixed(1) + " %") +
       " · target " + (s.target_params / 1e6).toLocaleString("en") + "M params, " +
-      (s.target_tokens / 1e9).toLocaleString("en") + "B tokens" + (s.error ? " · " + s.error : "");
+      (s.target_tokens / 1e9).toLocaleString("en") + "B tokens" + (s.error ? " · " + s.error : "") +
+      s.warnings.map((w) => " · warning: " + w).join("");
     if (!s.series.some((x) => x.loss.length)) return m.note(el, "No ladder run has finished yet.");
     const traces = [];
     for (const x of s.series) {
