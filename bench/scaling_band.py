@@ -177,12 +177,15 @@ def describe(cells: list[Cell]) -> str:
 
 def tune(seed: int, ladders: int, n_bootstrap: int) -> None:
     """How ``REACH_GROWTH`` was chosen: on the tuning families at a tuning seed, never the reported ones."""
+    result = {}
     for growth in TUNE_GROWTHS:
         scaling_law.REACH_GROWTH = growth
         rows = evaluate(TUNE_FAMILIES, seed, ladders, n_bootstrap)
         held = [c for cols in rows.values() for c in cols["held/backtest"]]
         far = [c for cols in rows.values() for c in cols["far/backtest"]]
         print(f"REACH_GROWTH {growth}: held {describe(held)}, far {describe(far)}")
+        result[f"coverage_far_growth_{growth}"] = coverage(far)
+    print("RESULT " + " ".join(f"{k}={v:.4g}" for k, v in result.items()))
 
 
 def tune_margin(seed: int, ladders: int) -> None:
@@ -210,6 +213,7 @@ def tune_margin(seed: int, ladders: int) -> None:
                     )
                     truth_far = truths[p.mixture](*FAR)
                     errors[margin][family][1].append(score(fits[kind], p.mixture, *FAR, truth_far)[1])
+    result = {}
     for margin, by_family in errors.items():
         cells = " ".join(f"{f} {np.mean(h):.2%}/{np.mean(x):.2%}" for f, (h, x) in by_family.items())
         held = np.mean([e for h, _ in by_family.values() for e in h])
@@ -218,6 +222,8 @@ def tune_margin(seed: int, ladders: int) -> None:
             f"margin {margin}: plateau chosen on {chosen[margin]} of {ladders * len(FAMILIES)} "
             f"ladders; mean error held/far {held:.2%}/{far:.2%} ({cells})"
         )
+        result[f"far_err_margin_{margin}"] = float(far)
+    print("RESULT " + " ".join(f"{k}={v:.4g}" for k, v in result.items()))
 
 
 def main() -> None:
