@@ -220,8 +220,6 @@ def fit_scaling_law(
         raise ScalingLawError(
             f"no law of the {form} form with {exponents} exponents; the plateau form shares them"
         )
-    if form == "auto" and not _shows_bend(points):
-        kinds = [k for k in kinds if k[0] != "plateau"]
     backtests = _backtests(points, n0, d0, kinds)
     kind = min(backtests, key=lambda k: backtests[k].rel_rms, default=kinds[0])
     laws = _fit(points, kind, n0, d0)
