@@ -228,6 +228,7 @@ def to_out(*, session: Session, experiment: Experiment, row: ScalePrediction) ->
     result = row.result or {}
     fit = result.get("fit") or {}
     ladder_cost = len(row.mixtures) * row.seeds * sum(r["cost"] for r in row.rungs)
+    warnings = _warnings(row)
     return ScalePredictionOut(
         id=row.id,
         experiment_id=row.experiment_id,
@@ -249,8 +250,10 @@ def to_out(*, session: Session, experiment: Experiment, row: ScalePrediction) ->
         d0=fit.get("d0"),
         rmse=fit.get("rmse"),
         backtest_rel_err=(fit.get("backtest") or {}).get("rel_rms"),
-        predictions={label: _predicted(row, p) for label, p in (result.get("predictions") or {}).items()},
-        warnings=_warnings(row),
+        predictions={
+            label: _predicted(row, p, warnings) for label, p in (result.get("predictions") or {}).items()
+        },
+        warnings=warnings,
         created_at=row.created_at,
         finished_at=row.finished_at,
     )
@@ -267,7 +270,7 @@ def predicted_for(session: Session, rec: Recommendation) -> PredictedLoss | None
     if row is None:
         return None
     predicted = (row.result or {}).get("predictions", {}).get("recommended")
-    return None if predicted is None else _predicted(row, predicted)
+    return None if predicted is None else _predicted(row, predicted, _warnings(row))
 
 
 def _warnings(row: ScalePrediction) -> list[TrustWarningOut]:
@@ -284,7 +287,7 @@ def _warnings(row: ScalePrediction) -> list[TrustWarningOut]:
     return [TrustWarningOut(code="early_regime", message=message)]
 
 
-def _predicted(row: ScalePrediction, p: dict[str, float]) -> PredictedLoss:
+def _predicted(row: ScalePrediction, p: dict[str, float], warnings: list[TrustWarningOut]) -> PredictedLoss:
     return PredictedLoss(
         loss=p["loss"],
         low=p["low"],
@@ -292,5 +295,5 @@ def _predicted(row: ScalePrediction, p: dict[str, float]) -> PredictedLoss:
         params=row.target_params,
         tokens=row.target_tokens,
         scale_prediction_id=row.id,
-        warnings=_warnings(row),
+        warnings=warnings,
     )
