@@ -311,11 +311,13 @@ def transfer_phase(strategies: dict, args: argparse.Namespace, trainer: Trainer)
 def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespace, trainer: Trainer) -> dict:
     """Ladder runs per mixture; a law fitted without each mixture's largest rung, and its predictions."""
     vocab = trainer.data.vocab_size
+    sizes = {
+        preset: get_preset(preset).model_config(vocab).non_embedding_params for preset in args.ladder_presets
+    }
     points: list[LadderPoint] = []
     out: dict[str, Any] = {"points": [], "predictions": {}, "curves": {}}
     for label, w in mixtures.items():
-        for preset in args.ladder_presets:
-            n_params = get_preset(preset).model_config(vocab).non_embedding_params
+        for preset, n_params in sizes.items():
             full = get_preset(preset).tokens if args.ladder_tokens == "preset" else args.transfer_tokens
             for frac in LADDER_FRACTIONS:
                 run = trainer.train(preset, w, int(frac * full), args.seeds[0], label)
@@ -334,8 +336,11 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
         f"rmse {fit.rmse:.4f}, "
         f"backtest error {backtest}; in brackets the band, then the bootstrap's part of it alone)"
     )
-    sizes = {p.params: preset for p, preset in zip(points, (q["preset"] for q in out["points"]), strict=True)}
-    early = {name: [sizes[n] for n in early_regime(ps)] for name, ps in (("fitted", fit_on), ("all", points))}
+    preset_of = {n: preset for preset, n in sizes.items()}
+    early = {
+        "fitted": [preset_of[n] for n in fit.early_regime],
+        "all": [preset_of[n] for n in early_regime(points)],
+    }
     out["early_regime"] = early
     print(
         "  presets whose loss still falls faster with each doubling (early_regime): on the rungs fitted "
@@ -358,8 +363,7 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     out["by_kind"] = compare_kinds(fit_on, held, fit)
     grid = np.geomspace(min(p.tokens for p in points), max(p.tokens for p in points), 24)
     for label in mixtures:
-        for preset in args.ladder_presets:
-            n_params = get_preset(preset).model_config(vocab).non_embedding_params
+        for preset, n_params in sizes.items():
             flops = [run_flops(preset, int(t), vocab) for t in grid]
             out["curves"][f"{label}/{preset}"] = [flops, [fit.predict(label, n_params, t).loss for t in grid]]
     return out
