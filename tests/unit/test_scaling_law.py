@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,14 +27,23 @@ def law(e: float, a: float, alpha: float, b: float, beta: float, n: float, d: fl
     return e + a * (n / SIZES[0]) ** -alpha + b * (d / BUDGETS[0]) ** -beta
 
 
-def ladder(truths: dict[str, tuple[float, ...]], noise: float = 0.0, seed: int = 0) -> list[LadderPoint]:
-    rng = np.random.default_rng(seed)
+def sample(
+    truths: Mapping[str, Callable[[float, float], Any]],
+    noise: float,
+    rng: np.random.Generator,
+    budgets: tuple[float, ...] = BUDGETS,
+) -> list[LadderPoint]:
+    """One run per mixture, size and budget: its truth at (N, D) plus Gaussian seed noise."""
     return [
-        LadderPoint(m, n, d, law(*t, n, d) + noise * rng.standard_normal())
-        for m, t in truths.items()
+        LadderPoint(m, n, d, float(f(n, d)) + noise * rng.standard_normal())
+        for m, f in truths.items()
         for n in SIZES
-        for d in BUDGETS
+        for d in budgets
     ]
+
+
+def ladder(truths: dict[str, tuple[float, ...]], noise: float = 0.0, seed: int = 0) -> list[LadderPoint]:
+    return sample({m: partial(law, *t) for m, t in truths.items()}, noise, np.random.default_rng(seed))
 
 
 SHARED = {"a": (2.0, 1.2, 0.3, 2.5, 0.25), "b": (2.1, 1.0, 0.3, 2.0, 0.25), "c": (1.9, 1.5, 0.3, 3.0, 0.25)}
@@ -78,12 +90,7 @@ def kaplan_ladder(seed: int) -> list[LadderPoint]:
     for m in ("a", "b", "c"):
         e, nc, dc = rng.uniform(2.5, 4.0), rng.uniform(0.5, 2) * SIZES[0], rng.uniform(0.5, 2) * BUDGETS[0]
         truths[m] = lambda n, d, e=e, nc=nc, dc=dc: e + 2.5 * ((nc / n) ** 0.8 + dc / d) ** 0.5
-    return [
-        LadderPoint(m, n, d, f(n, d) + 0.01 * rng.standard_normal())
-        for m, f in truths.items()
-        for n in SIZES
-        for d in BUDGETS
-    ]
+    return sample(truths, 0.01, rng)
 
 
 def test_a_law_of_the_wrong_form_backtests_itself_and_widens_its_band() -> None:
@@ -140,17 +147,11 @@ def test_a_law_of_the_right_form_gets_almost_no_backtest_width() -> None:
 def plateau_ladder(seed: int, budgets: tuple[float, ...] = BUDGETS) -> list[LadderPoint]:
     """Two mixtures whose runs are still leaving an early plateau, later for larger models: ``s`` and
     ``m`` lose more on their second doubling of tokens than on their first, ``xs`` less."""
-    rng = np.random.default_rng(seed)
     truths = {
-        m: Law(e, 1.0, 0.3, 1.0, 0.4, SIZES[0], BUDGETS[0], "plateau", 3.0, 0.7, 1.0)
+        m: Law(e, 1.0, 0.3, 1.0, 0.4, SIZES[0], BUDGETS[0], "plateau", 3.0, 0.7, 1.0).predict
         for m, e in (("a", 2.0), ("b", 2.3))
     }
-    return [
-        LadderPoint(m, n, d, float(t.predict(n, d)) + 0.003 * rng.standard_normal())
-        for m, t in truths.items()
-        for n in SIZES
-        for d in budgets
-    ]
+    return sample(truths, 0.003, np.random.default_rng(seed), budgets)
 
 
 def test_a_ladder_still_leaving_its_plateau_gets_the_plateau_form_and_a_warning() -> None:
