@@ -43,6 +43,7 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     eval_tokens: int = 32_768  # validation tokens per domain (fewer if the slice is smaller)
     precision: str = "auto"  # "auto" (bf16 where measured faster), "bf16" or "fp32"
+    lr: float | None = None  # peak learning rate; None: the preset's (bench/preset_lr.py tunes those)
 
 
 @dataclass
@@ -183,6 +184,8 @@ def train_proxy(
     """
     wall_start = time.perf_counter()
     preset = get_preset(cfg.preset)
+    if cfg.lr is not None:
+        preset = dataclasses.replace(preset, lr=cfg.lr)
     budget = preset.tokens if cfg.tokens is None else cfg.tokens
     total_steps = preset.steps(budget)
     device = resolve_device(cfg.device)

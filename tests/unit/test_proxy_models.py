@@ -159,6 +159,15 @@ def test_same_seed_same_losses(proxy_data: PreparedData) -> None:
     assert a.losses != c.losses
 
 
+def test_learning_rate_override_replaces_the_presets(proxy_data: PreparedData) -> None:
+    kw = {"tokens": 10_240, "seed": 3}
+    default, same = run(proxy_data, EVEN, **kw), run(proxy_data, EVEN, lr=TINY.lr, **kw)
+    tiny_lr = run(proxy_data, EVEN, lr=TINY.lr / 100, **kw)
+    assert same.losses == default.losses
+    # 20 steps at a hundredth of the rate barely leave the initial loss
+    assert tiny_lr.losses["sports"] > default.losses["sports"] + 0.3
+
+
 def test_static_mixture_over_the_epoch_cap_is_refused(proxy_data: PreparedData) -> None:
     code = proxy_data.train_tokens["code"]
     with pytest.raises(EpochCapError, match="'code' would be repeated") as info:
