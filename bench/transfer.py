@@ -16,7 +16,8 @@ default, or of the domains ``--target`` names) this bench
    much the proxies' length matters (``rho_half_proxy``);
 3. fits ``strategies.scaling_law`` to a ladder (xs, s, m x 1/4, 1/2, 1 of the transfer tokens, one seed;
    ``--ladder-tokens preset``: of each preset's own budget, as the service's ladder scales them, so
-   ``m`` trains up to 4M tokens; ``--ladder-presets xs,s`` leaves ``m`` out) for the best learned
+   ``m`` trains up to 4M tokens; ``--ladder-presets xs,s`` leaves ``m`` out; ``--ladder-fractions``
+   sets the budgets) for the best learned
    mixture, uniform and natural, holds out each one's largest rung (the last preset at the most tokens)
    and reports how well the law predicts it, and whether its 90 %
    band holds the truth (beside the band, the part of it that the bootstrap alone gives, without the
@@ -319,7 +320,7 @@ def ladder_phase(mixtures: dict[str, tuple[float, ...]], args: argparse.Namespac
     for label, w in mixtures.items():
         for preset, n_params in sizes.items():
             full = get_preset(preset).tokens if args.ladder_tokens == "preset" else args.transfer_tokens
-            for frac in LADDER_FRACTIONS:
+            for frac in args.ladder_fractions:
                 run = trainer.train(preset, w, int(frac * full), args.seeds[0], label)
                 points.append(LadderPoint(label, n_params, run.tokens, run.target_loss))
                 out["points"].append({**asdict(points[-1]), "preset": preset})
@@ -565,6 +566,13 @@ def parse_args() -> argparse.Namespace:
         default=LADDER,
         help=f"the ladder's presets, smallest first; the last one's top rung is held out (default "
         f"{','.join(LADDER)})",
+    )
+    add(
+        "--ladder-fractions",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=LADDER_FRACTIONS,
+        help="each preset's token budgets, as fractions of the transfer tokens or of its own budget "
+        f"(default {','.join(f'{f:g}' for f in LADDER_FRACTIONS)})",
     )
     add("--fresh", action="store_true", help="retrain every run instead of reading back finished ones")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default auto)")
