@@ -141,10 +141,12 @@ class Trainer:
         if journal.exists():
             for line in journal.read_text().splitlines():
                 entry = json.loads(line)
-                if (entry["eval_tokens"], entry["device"], entry.get("data")) == (
+                preset_lr = get_preset(entry["run"]["preset"]).lr
+                if (entry["eval_tokens"], entry["device"], entry.get("data"), entry.get("lr")) == (
                     eval_tokens,
                     device,
                     data.key,
+                    preset_lr,
                 ):
                     run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
                     run.target_loss = space.target_loss(run.losses)  # the journal serves every --target
@@ -168,6 +170,7 @@ class Trainer:
             self.runs[key] = Run(preset, r.tokens, seed, weights, r.losses, loss, r.wall_s, r.train_s, label)
             entry = {"asked_tokens": tokens, "eval_tokens": self.eval_tokens, "device": self.device}
             entry["data"] = self.data.key  # runs on another preparation of the corpus are not these
+            entry["lr"] = get_preset(preset).lr  # nor runs at another learning rate
             with self.journal.open("a") as fh:
                 fh.write(json.dumps({**entry, "run": asdict(self.runs[key])}) + "\n")
             self.log(
