@@ -5,11 +5,11 @@ N is the model's non-embedding parameter count and D its training tokens. Three 
 - ``additive``, L = E + A/N^α + B/D^β (Hoffmann et al., the Chinchilla form): what a model size
   gains does not depend on the tokens;
 - ``joint``, L = E + A·(B/N^α + 1/D)^β (Kaplan et al. 2020, eq. 1.5, plus E): a larger model gains
-  more from more tokens. On our ladders the largest preset trained at half the smaller ones' learning
-  rate (before 597161c lowered ``s``'s) and was far from converged on its shortest budgets, so it
-  improved faster with tokens than the smaller presets did: in ``bench/transfer.py`` (at 30a40f4 and
-  41f4087) the additive law, fitted below each ladder's top rung, put that rung too high every time it
-  missed it (by 2.7 % and 6.9 %).
+  more from more tokens. On our ladders the largest preset trains at half the smaller ones' learning
+  rate or less and is far from converged on its shortest budgets, so it improves faster with tokens
+  than the smaller presets do: in ``bench/transfer.py`` (at 30a40f4 and 41f4087) the additive law,
+  fitted below each ladder's top rung, put that rung too high every time it missed it (by 2.7 % and
+  6.9 %).
 - ``plateau``, L = E + A/N^α + B/D^β + P·exp(-D/(τ·N^γ)): short runs still leaving an early plateau,
   where each doubling of tokens gains more than the last. Neither form above can bend that way (both
   are convex in log D), and the service's own ladder is there: in ``bench/transfer.py --ladder-tokens
