@@ -68,9 +68,9 @@ PRESETS: dict[str, Preset] = {
         # weights, seed 0, half each preset's budget, ×0.25 to ×2 the rates set by hand before): xs is
         # best at its 3e-3; s at 1e-3 (5.461, against 5.687 at its 2e-3), and on natural weights at
         # seeds 1 and 2, which the choice did not see, 1e-3 was 0.143 lower on average. m: `--presets m
-        # --fraction 0.25 --factors 0.5,1 --check-seeds 1` (at 597161c, 25 minutes; fewer runs, an m run
-        # takes 6 minutes here): 5e-4 gave 5.242 at 1M tokens against 5.555 at its 1e-3, and 0.217 lower
-        # on natural weights at seed 1; lower rates were not tried.
+        # --fraction 0.25 --factors 0.5,1 --check-seeds 1` (at 597161c, 25 minutes; fewer runs, as an m
+        # run took 6 minutes on that machine): 5e-4 gave 5.242 at 1M tokens against 5.555 at its 1e-3,
+        # and 0.217 lower on natural weights at seed 1; lower rates were not tried.
         Preset("xs", n_layer=1, n_head=3, d_model=192, seq_len=128, batch_size=16, tokens=1_000_000, lr=3e-3),
         Preset("s", n_layer=2, n_head=5, d_model=320, seq_len=128, batch_size=16, tokens=2_000_000, lr=1e-3),
         Preset("m", n_layer=2, n_head=9, d_model=576, seq_len=128, batch_size=16, tokens=4_000_000, lr=5e-4),

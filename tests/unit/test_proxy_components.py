@@ -218,10 +218,10 @@ def _faults_per_step(allocator: str) -> float | None:
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_back_in() -> None:
     """Each count comes from a fresh process, so the glibc defaults are measured in the same environment.
 
-    The median step of 20 is counted: now and then a step faults in thousands of pages either way (a
-    thread pool growing, the kernel reclaiming), and one such step in a mean of five once made a tuned
-    run look only 2.6x better than the default. Tuned, most steps fault in no page at all; by default
-    most fault in thousands, their number varying with the machine.
+    The median step of 20 is counted: now and then a single tuned step faults in thousands of pages
+    (3,713 in one of 20 once), and such a step in a mean of five once made a tuned run look only 2.6x
+    better than the default. Tuned, most steps fault in no page at all; by default most fault in
+    thousands, their number varying with the machine.
     """
     tuned = _faults_per_step("tuned")
     if tuned is None:
