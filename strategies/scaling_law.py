@@ -193,6 +193,10 @@ class ScalingLawError(ValueError):
 
 
 Kind = tuple[Form, Exponents]
+# Simplest first: backtests within BACKTEST_TIE of the lowest are a tie, which goes to the kind listed
+# first. The plateau form holds the additive one (P = 0), so on a ladder the additive law fits exactly
+# both backtest at rounding level, and which is lower then depends on the CPU's floating point.
+BACKTEST_TIE = 1e-6
 KINDS: tuple[Kind, ...] = (
     ("additive", "shared"),
     ("joint", "shared"),
@@ -211,8 +215,9 @@ def fit_scaling_law(
     seed: int = 0,
 ) -> ScalingFit:
     """Fit every mixture's law on ``points``. ``auto`` (form, exponents): of the kinds allowed, the one
-    that predicted each mixture's held-out largest-compute rung best; the additive form with shared
-    exponents where the ladder is too short to hold a rung out, or no other kind did better."""
+    that predicted each mixture's held-out largest-compute rung best (a tie goes to the simpler); the
+    additive form with shared exponents where the ladder is too short to hold a rung out, or no other
+    kind did better."""
     _check(points)
     n0 = min(p.params for p in points)
     d0 = min(p.tokens for p in points)
@@ -222,7 +227,10 @@ def fit_scaling_law(
             f"no law of the {form} form with {exponents} exponents; the plateau form shares them"
         )
     backtests = _backtests(points, n0, d0, kinds)
-    kind = min(backtests, key=lambda k: backtests[k].rel_rms, default=kinds[0])
+    lowest = min((b.rel_rms for b in backtests.values()), default=0.0)
+    kind = next(
+        (k for k in kinds if k in backtests and backtests[k].rel_rms <= lowest + BACKTEST_TIE), kinds[0]
+    )
     laws = _fit(points, kind, n0, d0)
     fitted = np.array([float(laws[p.mixture].predict(p.params, p.tokens)) for p in points])
     y = np.array([p.loss for p in points])
