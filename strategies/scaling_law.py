@@ -193,9 +193,10 @@ class ScalingLawError(ValueError):
 
 
 Kind = tuple[Form, Exponents]
-# Simplest first: backtests within BACKTEST_TIE of the lowest are a tie, which goes to the kind listed
-# first. The plateau form holds the additive one (P = 0), so on a ladder the additive law fits exactly
-# both backtest at rounding level, and which is lower then depends on the CPU's floating point.
+# Backtests within BACKTEST_TIE of the lowest are a tie, which goes to the kind listed first here: the
+# additive form before the joint, shared exponents before separate, the plateau form (which holds the
+# additive one, P = 0) last. On a ladder that the additive law fits exactly, both backtest at rounding
+# level, and which is lower then depends on the CPU's floating point.
 BACKTEST_TIE = 1e-6
 KINDS: tuple[Kind, ...] = (
     ("additive", "shared"),
