@@ -11,7 +11,8 @@ set by hand. On the 7 bundled domains of ``bench/transfer.py`` (target: the mean
    ``--check-seeds`` at the preset's rate and at the chosen one, and reports the mean difference
    (positive: the chosen rate is better).
 
-Runs are journaled (``artifacts/preset_lr.jsonl``), so a rerun reads finished ones back.
+Runs go to ``bench/transfer.py``'s journal (``artifacts/transfer_cache/*/runs.jsonl``), so a rerun reads
+finished ones back, and runs at a preset's own rate serve both benches.
 
     .venv/bin/python bench/preset_lr.py [--quick] [--presets xs,s] [--factors 0.25,0.5,1,2]
         [--fraction 1] [--check-seeds 1,2]
@@ -25,50 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.transfer import ARTIFACTS, FULL, QUICK, build_data  # noqa: E402
-from proxy_models.data import PreparedData  # noqa: E402
+from bench.transfer import ARTIFACTS, FULL, QUICK, Trainer, build_data, eval_tokens_for, fidelity  # noqa: E402
 from proxy_models.presets import get_preset  # noqa: E402
-from proxy_models.train import RunConfig, train_proxy  # noqa: E402
-
-MAX_EPOCHS = 4.0
-
-
-class Journal:
-    """Trains a run once per (preset, tokens, lr, weights, seed, corpus) and remembers it on disk."""
-
-    def __init__(self, data: PreparedData, eval_tokens: int, path: Path) -> None:
-        self.data, self.eval_tokens, self.path = data, eval_tokens, path
-        self.done: dict[str, float] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                entry = json.loads(line)
-                self.done[entry["key"]] = entry["loss"]
-        self.started = time.perf_counter()
-
-    def loss(self, preset: str, tokens: int, lr: float, weights: dict[str, float], seed: int) -> float:
-        """Mean validation loss over the corpus's domains (the transfer bench's default target)."""
-        rounded = {d: round(w, 6) for d, w in weights.items()}
-        key = json.dumps([preset, tokens, lr, rounded, seed, self.data.key, self.eval_tokens])
-        if key not in self.done:
-            cfg = RunConfig(preset, weights, tokens, seed, MAX_EPOCHS, "cpu", self.eval_tokens, lr=lr)
-            result = train_proxy(self.data, cfg)
-            self.done[key] = float(np.mean(list(result.losses.values())))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as fh:
-                fh.write(json.dumps({"key": key, "loss": self.done[key]}) + "\n")
-            print(
-                f"[{time.perf_counter() - self.started:7.1f}s] {preset:>2} {tokens:>9,} tok lr {lr:.2e} "
-                f"seed {seed}: loss {self.done[key]:.4f} ({result.wall_s:.0f} s)",
-                flush=True,
-            )
-        return self.done[key]
+from strategies.base import SearchSpace  # noqa: E402
 
 
 def main() -> None:
@@ -88,12 +54,20 @@ def main() -> None:
     check_seeds = [int(s) for s in args.check_seeds.split(",")]
     if args.quick:
         scale, presets, factors, check_seeds = QUICK, ["xs"], [0.5, 1.0], [1]
-    data = build_data(ARTIFACTS / "transfer_cache" / ("quick" if args.quick else "full"), scale)
-    journal = Journal(data, scale.eval_tokens, ARTIFACTS / "preset_lr.jsonl")
-    k = len(data.domains)
-    uniform = {d: 1 / k for d in data.domains}
-    total = sum(data.train_tokens.values())
-    natural = {d: data.train_tokens[d] / total for d in data.domains}
+    cache = ARTIFACTS / "transfer_cache" / ("quick" if args.quick else "full")
+    data = build_data(cache, scale)
+    space = SearchSpace(
+        domains=data.domains,
+        tokens=tuple(data.train_tokens[d] for d in data.domains),
+        target={d: 1 / len(data.domains) for d in data.domains},
+        fidelities=(fidelity(presets[0], get_preset(presets[0]).tokens, data.vocab_size),),
+    )
+    trainer = Trainer(data, space, "cpu", eval_tokens_for(data, scale), cache / "runs.jsonl")
+    uniform = tuple(1 / len(data.domains) for _ in data.domains)
+    natural = tuple(float(w) for w in space.natural())
+
+    def loss(preset: str, tokens: int, lr: float, weights: tuple[float, ...], seed: int) -> float:
+        return trainer.train(preset, weights, tokens, seed, f"lr {lr:.2e}", lr).target_loss
 
     results: dict[str, dict] = {}
     figures: dict[str, float] = {}
@@ -101,13 +75,12 @@ def main() -> None:
         preset = get_preset(name)
         tokens = 100_000 if args.quick else int(args.fraction * preset.tokens)
         print(f"\n{name}: {tokens:,} tokens ({preset.steps(tokens)} steps), its rate {preset.lr:.2e}")
-        tuned = {f: journal.loss(name, tokens, f * preset.lr, uniform, 0) for f in factors}
+        tuned = {f: loss(name, tokens, f * preset.lr, uniform, 0) for f in factors}
         best = min(tuned, key=tuned.__getitem__)
         shown = ", ".join(f"x{f:g} {v:.4f}" for f, v in tuned.items())
         print(f"  tuning (uniform weights, seed 0): {shown}; chosen x{best:g}")
         gains = [
-            journal.loss(name, tokens, preset.lr, natural, s)
-            - journal.loss(name, tokens, best * preset.lr, natural, s)
+            loss(name, tokens, preset.lr, natural, s) - loss(name, tokens, best * preset.lr, natural, s)
             for s in check_seeds
         ]
         print(

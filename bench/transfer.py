@@ -141,36 +141,51 @@ class Trainer:
         if journal.exists():
             for line in journal.read_text().splitlines():
                 entry = json.loads(line)
-                preset_lr = get_preset(entry["run"]["preset"]).lr
-                if (entry["eval_tokens"], entry["device"], entry.get("data"), entry.get("lr")) == (
+                # entries from before the learning rate was journaled are not read back: it has changed
+                if "lr" in entry and (entry["eval_tokens"], entry["device"], entry.get("data")) == (
                     eval_tokens,
                     device,
                     data.key,
-                    preset_lr,
                 ):
                     run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
                     run.target_loss = space.target_loss(run.losses)  # the journal serves every --target
-                    self.runs[self.key(run.preset, entry["asked_tokens"], run.weights, run.seed)] = run
+                    key = self.key(run.preset, entry["asked_tokens"], run.weights, run.seed, entry["lr"])
+                    self.runs[key] = run
         self.resumed = len(self.runs)
         self.started = time.perf_counter()
 
     @staticmethod
-    def key(preset: str, tokens: int, weights: tuple[float, ...], seed: int) -> tuple[Any, ...]:
-        return (preset, tokens, tuple(round(w, 6) for w in weights), seed)
+    def key(
+        preset: str, tokens: int, weights: tuple[float, ...], seed: int, lr: float | None = None
+    ) -> tuple[Any, ...]:
+        """``lr``: the run's peak learning rate, None for the preset's current one."""
+        lr = get_preset(preset).lr if lr is None else lr
+        return (preset, tokens, tuple(round(w, 6) for w in weights), seed, lr)
 
-    def config(self, preset: str, weights: dict[str, float], tokens: int, seed: int) -> RunConfig:
-        return RunConfig(preset, weights, tokens, seed, MAX_EPOCHS, self.device, self.eval_tokens)
+    def config(
+        self, preset: str, weights: dict[str, float], tokens: int, seed: int, lr: float | None = None
+    ) -> RunConfig:
+        return RunConfig(preset, weights, tokens, seed, MAX_EPOCHS, self.device, self.eval_tokens, lr=lr)
 
-    def train(self, preset: str, weights: tuple[float, ...], tokens: int, seed: int, label: str) -> Run:
-        key = self.key(preset, tokens, weights, seed)
+    def train(
+        self,
+        preset: str,
+        weights: tuple[float, ...],
+        tokens: int,
+        seed: int,
+        label: str,
+        lr: float | None = None,
+    ) -> Run:
+        """``lr``: a peak learning rate other than the preset's."""
+        key = self.key(preset, tokens, weights, seed, lr)
         if key not in self.runs:
             mix = dict(zip(self.data.domains, weights, strict=True))
-            r = train_proxy(self.data, self.config(preset, mix, tokens, seed))
+            r = train_proxy(self.data, self.config(preset, mix, tokens, seed, lr))
             loss = self.space.target_loss(r.losses)
             self.runs[key] = Run(preset, r.tokens, seed, weights, r.losses, loss, r.wall_s, r.train_s, label)
             entry = {"asked_tokens": tokens, "eval_tokens": self.eval_tokens, "device": self.device}
             entry["data"] = self.data.key  # runs on another preparation of the corpus are not these
-            entry["lr"] = get_preset(preset).lr  # nor runs at another learning rate
+            entry["lr"] = key[-1]  # nor runs at another learning rate
             with self.journal.open("a") as fh:
                 fh.write(json.dumps({**entry, "run": asdict(self.runs[key])}) + "\n")
             self.log(
