@@ -90,7 +90,7 @@ Choices, and why:
   fitted mean level (``mf_model.level_variance``, universal kriging: the level is a point estimate
   from a few target runs), the target fidelity's fitted run noise (a run scatters by it; where the
   truth is rougher than the GP, marginal likelihood books the misfit there too), and the spread of
-  the prediction over the target amplitude's uncertainty (``mf_model.amplitude_variance``: with one
+  the prediction over the target amplitude's uncertainty (``mf_model.amplitude_std``: with one
   target run nothing says how far the cheap runs' differences carry to the target); with no target run
   yet there is neither a predicted loss nor a std (nothing says where the target's level is), and the
   trust checks say so (``no_target_runs``). That std is then multiplied by ``std_scale`` (1.5): the
@@ -130,7 +130,6 @@ from strategies.mf_acquisition import TargetImprovement, acquisition, candidate_
 from strategies.mf_design import TargetShare, anchor, contrast, design, design_counts, fidelity_coordinates
 from strategies.mf_model import (
     amplitude_std,
-    amplitude_variance,
     diagnostics,
     fidelity_correlations,
     fit_model,
@@ -271,10 +270,9 @@ class Admire:
             at_target = bt.with_columns(best_w, {space.k: 1.0})
             level_var = level_variance(model, at_target, target)
             run_var = bt.noise_std(model, at_target) ** 2
-            amplitude_var = amplitude_variance(model, at_target)
             calibration = float(info["std_calibration"])  # how far LOO missed the target runs
             predicted = best_loss
-            total = best_std**2 + level_var + run_var + amplitude_var
+            total = best_std**2 + level_var + run_var  # best_std holds the amplitude's share
             std = self.std_scale * calibration * float(np.sqrt(total))
         return Recommendation(
             weights=tuple(float(v) for v in best_w),

@@ -157,7 +157,7 @@ def ranked_by_loss(
 ) -> list[tuple[np.ndarray, float, float]]:
     """The ``n`` distinct mixtures of ``pool`` with the lowest predicted loss + ``pessimism`` x std,
     as ``(w, loss, std)``; ``extra_std`` (inputs → ``(n,)``, loss units), where given, is uncertainty
-    the posterior leaves out (a hyperparameter's), added to its std in quadrature for the ranking only.
+    the posterior leaves out (a hyperparameter's), added to the posterior's std in quadrature.
 
     The model is one fit on *negated* loss (BoTorch maximises), so loss = -mean.
     """
@@ -166,7 +166,7 @@ def ranked_by_loss(
     mean, std = mean_and_std(model, x)
     spread = np.hypot(std, extra_std(x)) if extra_std is not None else std
     order = np.argsort(pessimism * spread - mean, kind="stable")[:n]
-    return [(pool[i], float(-mean[i]), float(std[i])) for i in order]
+    return [(pool[i], float(-mean[i]), float(spread[i])) for i in order]
 
 
 def noise_std(model: GPyTorchModel, x: Tensor) -> float:

@@ -100,12 +100,6 @@ def level_variance(model: SingleTaskGP, x: torch.Tensor, rows: Sequence[int]) ->
     return gap**2 / max(precision, 1e-12) * bt.outcome_scale(model) ** 2
 
 
-def amplitude_variance(model: SingleTaskGP, x: torch.Tensor) -> float:
-    """Variance the target amplitude's uncertainty adds to the prediction at ``x`` ``(1, d)``, in squared
-    loss units (``amplitude_std``'s, squared)."""
-    return float(amplitude_std(model, x)[0] ** 2)
-
-
 def amplitude_std(model: SingleTaskGP, x: torch.Tensor) -> np.ndarray:
     """Std the target amplitude's uncertainty adds to the prediction at each row of ``x`` ``(n, d)``, in
     loss units: ``(n,)``.

@@ -22,7 +22,6 @@ from strategies.mf_model import (
     AmplitudeFidelityKernel,
     _fit_subset,
     amplitude_std,
-    amplitude_variance,
     fit_model,
     level_variance,
     loo_calibration,
@@ -355,9 +354,9 @@ def test_pessimism_ranks_extrapolated_mixtures_below_well_observed_ones() -> Non
     assert sure[1] > bold[1] and sure[2] < 0.5 * bold[2]  # a higher mean bought with a far lower std
 
 
-def test_uncertainty_the_posterior_leaves_out_counts_in_the_ranking_only() -> None:
+def test_uncertainty_the_posterior_leaves_out_adds_to_the_std_in_quadrature() -> None:
     """``extra_std`` (a hyperparameter's uncertainty) is added to the posterior std in quadrature: it can
-    demote a mixture, never at pessimism 0, and the std returned stays the posterior's."""
+    demote a mixture, never at pessimism 0, and the std returned carries it."""
     w = np.linspace(0.3, 0.6, 8)
     model = SingleTaskGP(bt.as_tensor(np.stack([w, 1 - w], 1)), bt.as_tensor(-(1 - 0.5 * w)[:, None]))
     bt.fit(model)
@@ -371,7 +370,10 @@ def test_uncertainty_the_posterior_leaves_out_counts_in_the_ranking_only() -> No
     bold = bt.ranked_by_loss(model, pool, {}, 2, 0.0, unsure_first)
     assert [r[0][0] for r in plain] == [0.6, 0.5] == [r[0][0] for r in bold]
     assert [r[0][0] for r in wary] == [0.5, 0.6]
-    assert {r[2] for r in wary} == {r[2] for r in plain}
+    sure_std = {tuple(r[0]): r[2] for r in plain}
+    assert {tuple(r[0]): r[2] for r in wary} == pytest.approx(
+        {(0.6, 0.4): np.hypot(sure_std[(0.6, 0.4)], 1.0), (0.5, 0.5): sure_std[(0.5, 0.5)]}
+    )
 
 
 def test_each_fidelity_gets_its_own_mean_level() -> None:
@@ -545,16 +547,16 @@ def test_a_target_that_varies_more_than_the_cheap_runs_is_learned_from_two_targe
     model = fit_model(sp, lone, coords, max_fit=512)
     assert small().recommend(sp, lone).diagnostics["target_amplitude"] == 1.0
     far = bt.with_columns(OPTIMUM[None], {sp.k: 1.0})
-    assert amplitude_variance(model, far) > 0
-    unsure = np.sqrt(amplitude_variance(model, far))
+    unsure = amplitude_std(model, far)[0]
+    assert unsure > 0
     eight = fit_model(sp, amplified_history(sp, 8, 3.0), coords, max_fit=512)
-    assert np.sqrt(amplitude_variance(eight, far)) < unsure
+    assert amplitude_std(eight, far)[0] < unsure
 
 
 def test_the_amplitude_s_uncertainty_grows_with_the_gain_predicted_over_the_target_runs() -> None:
     """How far a mixture beats the target runs scales with the fitted amplitude, so the std its
     uncertainty adds (``amplitude_std``, per row) is small at the target runs and larger at the optimum
-    the cheap runs point to; row by row it is ``amplitude_variance``'s."""
+    the cheap runs point to; row by row it is the same."""
     sp = space3()
     history = amplified_history(sp, 3, 3.0)
     model = fit_model(sp, history, fidelity_coordinates(sp), max_fit=512)
@@ -562,4 +564,4 @@ def test_the_amplitude_s_uncertainty_grows_with_the_gain_predicted_over_the_targ
     x = bt.with_columns(np.vstack([target, OPTIMUM]), {sp.k: 1.0})
     spread = amplitude_std(model, x)
     assert spread.shape == (4,) and spread[-1] > 2 * spread[:3].max()
-    assert np.allclose(spread**2, [amplitude_variance(model, row[None]) for row in x])
+    assert np.allclose(spread**2, [amplitude_std(model, row[None])[0] ** 2 for row in x])
