@@ -109,7 +109,7 @@ FULL = Scale(
 _FAST_FIT = {"model": "lightgbm", "folds": 2, "regressor_params": {"n_estimators": 50}}
 QUICK_FITS = {"regmix": {**_FAST_FIT, "n_search": 1000}, "climb": {**_FAST_FIT, "pool_size": 1000}}
 QUICK = Scale(
-    300_000, 900_000, 1_024, proxy_runs=8, proxy_tokens=2_048, transfer_mixtures=2, params=QUICK_FITS
+    300_000, 900_000, 1_024, proxy_runs=6, proxy_tokens=2_048, transfer_mixtures=1, params=QUICK_FITS
 )
 
 
