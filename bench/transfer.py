@@ -25,8 +25,9 @@ default, or of the domains ``--target`` names) this bench
 4. with ``--margin-seeds K``, trains the best learned mixture, uniform and natural at the target scale on
    K seeds each and tests whether the learned one is lower beyond seed noise (Welch's t on those runs).
 
-Runs already made at the same preset, tokens, mixture and seed are reused, also across invocations
-(``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh`` retrains). Writes every raw result to ``--out``
+Runs already made at the same preset, tokens, mixture and seed, and aioli's online run at the same
+settings, are reused, also across invocations (``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh``
+retrains). Writes every raw result to ``--out``
 (``artifacts/transfer.json``) and a PNG beside it (loss vs training FLOPs; proxy vs target scatter); the
 prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
 
@@ -137,21 +138,26 @@ class Trainer:
     ) -> None:
         self.data, self.space, self.device, self.eval_tokens = data, space, device, eval_tokens
         self.runs: dict[tuple[Any, ...], Run] = {}
+        self.online: dict[str, dict[str, Any]] = {}  # online runs' results, by settings (``online_key``)
         self.journal = journal
         if journal.exists():
             for line in journal.read_text().splitlines():
                 entry = json.loads(line)
                 # entries from before the learning rate was journaled are not read back: it has changed
-                if "lr" in entry and (entry["eval_tokens"], entry["device"], entry.get("data")) == (
+                if "lr" not in entry or (entry["eval_tokens"], entry["device"], entry.get("data")) != (
                     eval_tokens,
                     device,
                     data.key,
                 ):
-                    run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
-                    run.target_loss = space.target_loss(run.losses)  # the journal serves every --target
-                    key = self.key(run.preset, entry["asked_tokens"], run.weights, run.seed, entry["lr"])
-                    self.runs[key] = run
-        self.resumed = len(self.runs)
+                    continue
+                if "online" in entry:
+                    self.online[entry["online"]] = entry["result"]
+                    continue
+                run = Run(**{**entry["run"], "weights": tuple(entry["run"]["weights"])})
+                run.target_loss = space.target_loss(run.losses)  # the journal serves every --target
+                key = self.key(run.preset, entry["asked_tokens"], run.weights, run.seed, entry["lr"])
+                self.runs[key] = run
+        self.resumed = len(self.runs) + len(self.online)
         self.started = time.perf_counter()
 
     @staticmethod
@@ -183,15 +189,27 @@ class Trainer:
             r = train_proxy(self.data, self.config(preset, mix, tokens, seed, lr))
             loss = self.space.target_loss(r.losses)
             self.runs[key] = Run(preset, r.tokens, seed, weights, r.losses, loss, r.wall_s, r.train_s, label)
-            entry = {"asked_tokens": tokens, "eval_tokens": self.eval_tokens, "device": self.device}
-            entry["data"] = self.data.key  # runs on another preparation of the corpus are not these
-            entry["lr"] = key[-1]  # nor runs at another learning rate
-            with self.journal.open("a") as fh:
-                fh.write(json.dumps({**entry, "run": asdict(self.runs[key])}) + "\n")
+            self.write(tokens, key[-1], run=asdict(self.runs[key]))
             self.log(
                 f"{preset:>2} {tokens:>9,} tok seed {seed}  {label:<10} loss {loss:.4f}  ({r.wall_s:.1f} s)"
             )
         return self.runs[key]
+
+    @staticmethod
+    def online_key(name: str, preset: str, tokens: int, settings: dict[str, Any]) -> str:
+        """An online run's journal key: every setting that shapes its weight path, the peak LR among them."""
+        return json.dumps([name, preset, tokens, get_preset(preset).lr, settings], sort_keys=True)
+
+    def remember_online(self, key: str, preset: str, tokens: int, result: dict[str, Any]) -> None:
+        self.online[key] = result
+        self.write(tokens, get_preset(preset).lr, online=key, result=result)
+
+    def write(self, tokens: int, lr: float, **record: Any) -> None:
+        """Appends one journal line; runs on another corpus preparation or LR are not read back as these."""
+        entry = {"asked_tokens": tokens, "eval_tokens": self.eval_tokens, "device": self.device}
+        entry |= {"data": self.data.key, "lr": lr}
+        with self.journal.open("a") as fh:
+            fh.write(json.dumps({**entry, **record}) + "\n")
 
     def log(self, line: str) -> None:
         print(f"[{time.perf_counter() - self.started:7.1f}s] {line}", flush=True)
@@ -258,13 +276,19 @@ def run_aioli(
     params["warmup_updates"] = max(1, round(WARMUP_SHARE * preset.steps(tokens) / every))
     space = make_space(data, (fidelity(PROXY, tokens, data.vocab_size),), args)
     heldout = {d: data.tokens(d, "val")[trainer.eval_tokens + 1 :] for d in data.domains}
-    controller = OnlineController("aioli", space, every=every, seed=0, heldout=heldout, **params)
-    r = train_proxy(data, trainer.config(PROXY, controller.weights, tokens, 0), controller=controller)
-    loss = space.target_loss(r.losses)
-    trainer.log(f"xs {tokens:>9,} tok seed 0  aioli      loss {loss:.4f}  ({r.wall_s:.1f} s, online)")
-    final = np.array([r.trajectory[-1][1][d] for d in data.domains])
+    key = trainer.online_key("aioli", PROXY, tokens, {"every": every, **params})
+    if key not in trainer.online:
+        controller = OnlineController("aioli", space, every=every, seed=0, heldout=heldout, **params)
+        r = train_proxy(data, trainer.config(PROXY, controller.weights, tokens, 0), controller=controller)
+        result: dict[str, Any] = {"final": [r.trajectory[-1][1][d] for d in data.domains], "losses": r.losses}
+        result |= {"updates": len(r.trajectory) - 1, "wall_s": r.wall_s}
+        trainer.remember_online(key, PROXY, tokens, result)
+        loss = space.target_loss(r.losses)
+        trainer.log(f"xs {tokens:>9,} tok seed 0  aioli      loss {loss:.4f}  ({r.wall_s:.1f} s, online)")
+    result = trainer.online[key]
+    final = np.array(result["final"])
     lo, hi = trainer.space.bounds(args.transfer_tokens)
-    note += f", {len(r.trajectory) - 1} updates every {every} steps"
+    note += f", {result['updates']} updates every {every} steps"
     return tuple(float(w) for w in simplex.project(final, lo, hi)[0]), note
 
 
