@@ -195,7 +195,8 @@ def train_proxy(
     dtype = autocast_dtype(device, cfg.precision)
     weights = normalized_weights(data.domains, cfg.weights)
     if controller is None:
-        check_epochs(data.train_tokens, cfg.weights, total_steps * preset.batch_tokens, cfg.max_epochs)
+        # On the budget asked for: strategies cap weights at it, and whole batches add less than one batch.
+        check_epochs(data.train_tokens, cfg.weights, budget, cfg.max_epochs)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -17,7 +17,7 @@ from proxy_models.controller import ControllerContext
 from proxy_models.corpora import write_corpus
 from proxy_models.data import PreparedData, prepare
 from proxy_models.presets import PRESETS, Preset
-from proxy_models.sampler import EpochCapError
+from proxy_models.sampler import EpochCapError, epochs_needed
 from proxy_models.train import Progress, RunConfig, TrainResult, train_proxy
 
 TINY = Preset("proxy-tiny", n_layer=1, n_head=2, d_model=64, seq_len=64, batch_size=8, tokens=40_960, lr=1e-2)
@@ -174,6 +174,16 @@ def test_static_mixture_over_the_epoch_cap_is_refused(proxy_data: PreparedData) 
         run(proxy_data, {"code": 1.0}, tokens=5 * code, max_epochs=4.0)
     assert info.value.epochs["code"] > 4
     assert isinstance(info.value, ValueError)
+
+
+def test_a_mixture_at_its_epoch_cap_trains_though_the_budget_rounds_up(proxy_data: PreparedData) -> None:
+    """Strategies cap weights at the asked budget; a run rounds it up to whole batches, and that must not
+    push a mixture at its cap over it (a recommendation at a cap failed this way on real runs)."""
+    budget = 10 * TINY.batch_tokens + 1  # trains 11 batches
+    max_epochs = 0.5 * budget / proxy_data.train_tokens["sports"]  # sports at weight 0.5 is at its cap
+    weights = {"sports": 0.5, "code": 0.25, "legal": 0.25}
+    assert max(epochs_needed(proxy_data.train_tokens, weights, budget).values()) == pytest.approx(max_epochs)
+    assert run(proxy_data, weights, tokens=budget, max_epochs=max_epochs).tokens == 11 * TINY.batch_tokens
 
 
 class Stop(Exception):
