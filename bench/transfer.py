@@ -27,9 +27,9 @@ default, or of the domains ``--target`` names) this bench
 
 Runs already made at the same preset, tokens, mixture and seed, and aioli's online run at the same
 settings, are reused, also across invocations (``artifacts/transfer_cache/*/runs.jsonl``; ``--fresh``
-retrains). Writes every raw result to ``--out``
-(``artifacts/transfer.json``) and a PNG beside it (loss vs training FLOPs; proxy vs target scatter); the
-prepared corpus is cached under ``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
+retrains). Writes every raw result to ``--out`` (``artifacts/transfer.json``) and a PNG beside it (loss
+vs training FLOPs; proxy vs target scatter); the prepared corpus is cached under
+``artifacts/transfer_cache/``. CUDA is used when present (``--device``).
 
     .venv/bin/python bench/transfer.py [--quick] [--proxy-runs 24] [--proxy-tokens 500000] [--seeds 2]
         [--margin-seeds 8] [--strategies uniform,natural,regmix] [--no-ladder] [--target all]
